@@ -1,0 +1,174 @@
+"""Layer 1: the stream contract's host side and the parameter checks.
+
+Everything here runs once per call, before any kernel touches the buffer:
+seeds, streams and offsets are checked and split into Philox words, and
+float parameters are rounded into the compute type exactly as
+docs/stream.md (section 3.2) says.
+"""
+
+import math
+import numbers
+import threading
+
+import ml_dtypes
+import numpy as np
+
+STREAM_VERSION = "fastinit-philox v1"
+DEFAULT_SEED = 67280421310721          # torch's default seed, for familiarity
+U64 = 1 << 64
+MASK32 = 0xFFFFFFFF
+
+_state_lock = threading.Lock()
+_state = {"seed": DEFAULT_SEED, "next_stream": 0}
+
+
+# --- integers -----------------------------------------------------------------
+def check_u64(name, value):
+    """``value`` as a Python int in [0, 2^64), or a clear error naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in [0, 2**64), got {type(value).__name__}")
+    value = int(value)
+    if not 0 <= value < U64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {value}")
+    return value
+
+
+def manual_seed(seed):
+    """Set the process-wide seed for unseeded calls and restart their streams."""
+    seed = check_u64("seed", seed)
+    with _state_lock:
+        _state["seed"] = seed
+        _state["next_stream"] = 0
+    return seed
+
+
+def initial_seed():
+    """The process-wide seed that unseeded calls use."""
+    return _state["seed"]
+
+
+def resolve_stream(seed, stream):
+    """The (seed, stream) of one call.
+
+    An explicit seed is stateless. ``seed=None`` takes the process-wide seed
+    and the next stream of the process-wide counter; the counter is only
+    advanced once the caller commits (see :func:`take_stream`).
+    """
+    if seed is None:
+        if stream not in (0, None):
+            raise ValueError("stream needs an explicit seed: with seed=None each call "
+                             "takes the next stream of the process-wide generator")
+        return None, None
+    return check_u64("seed", seed), check_u64("stream", 0 if stream is None else stream)
+
+
+def take_stream():
+    """Advance the process-wide counter; returns (seed, stream)."""
+    with _state_lock:
+        s = _state["next_stream"]
+        if s >= U64:
+            raise OverflowError("the process-wide generator has used all 2**64 streams")
+        _state["next_stream"] = s + 1
+        return _state["seed"], s
+
+
+def check_range(offset, size):
+    offset = check_u64("offset", offset)
+    if offset + size > U64:
+        raise ValueError(f"offset + size must be at most 2**64, got {offset} + {size}")
+    return offset
+
+
+def ctl_words(seed, stream, offset, fmt, chunks):
+    """The uint64 control words the CPU kernels take (kernels.cpu.CTL_*)."""
+    return np.array([offset, seed & MASK32, seed >> 32, stream & MASK32, stream >> 32,
+                     fmt, chunks], dtype=np.uint64)
+
+
+# --- floats -------------------------------------------------------------------
+def check_real(name, value):
+    """``value`` as a finite Python float, or a clear error naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def rn(x, t):
+    """Nearest value of float type ``t`` (ties to even)."""
+    return t(x)
+
+
+def up(x, t):
+    """Smallest value of ``t`` that is >= x."""
+    v = t(x)
+    return np.nextafter(v, t(np.inf)) if float(v) < x else v
+
+
+def down(x, t):
+    """Largest value of ``t`` that is <= x."""
+    v = t(x)
+    return np.nextafter(v, t(-np.inf)) if float(v) > x else v
+
+
+def below(x, t):
+    """Largest value of ``t`` that is < x."""
+    v = down(x, t)
+    return np.nextafter(v, t(-np.inf)) if float(v) == x else v
+
+
+def check_fits(name, bound, dtype):
+    """Refuse parameters whose values would overflow the output dtype."""
+    limit = float(ml_dtypes.finfo(dtype).max)
+    if not abs(bound) <= limit:
+        raise ValueError(f"{name} gives values up to {bound:g} in magnitude, past the "
+                         f"largest {np.dtype(dtype).name} ({limit:g})")
+
+
+# Largest |r| of Box-Muller: sqrt(-2 log 2^-B), B = 24 or 53 (docs/stream.md 3.5).
+NORMAL_RADIUS = {np.float32: math.sqrt(2 * 24 * math.log(2)),
+                 np.float64: math.sqrt(2 * 53 * math.log(2))}
+
+
+def uniform_params(low, high, threshold, t):
+    """Kernel parameters (lo, d, floor, top, thr) of contract 3.3 and 3.4."""
+    if low > high:
+        raise ValueError(f"low must be <= high, got low={low}, high={high}")
+    lo = rn(low, t)
+    d = t(rn(high, t) - lo)
+    if not math.isfinite(float(d)):
+        raise ValueError(f"high - low = {high - low:g} overflows {np.dtype(t).name}")
+    if low == high:
+        floor = top = lo
+    else:
+        floor, top = up(low, t), below(high, t)
+        if floor > top:
+            raise ValueError(f"no {np.dtype(t).name} value lies in [low, high) = "
+                             f"[{low!r}, {high!r})")
+    thr = up(threshold, t)
+    return np.array([lo, d, floor, top, thr], dtype=t)
+
+
+def normal_params(mean, std, t):
+    if std < 0:
+        raise ValueError(f"std must be >= 0, got {std}")
+    return np.array([rn(mean, t), rn(std, t)], dtype=t)
+
+
+def truncated_normal_params(mean, std, a, b, t):
+    """Kernel parameters (el, de, mean, ss, a, b) of contract 3.6."""
+    if std <= 0:
+        raise ValueError(f"std must be > 0 for a truncated normal, got {std}")
+    if a >= b:
+        raise ValueError(f"a must be < b, got a={a}, b={b}")
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    el = rn(math.erf(alpha / math.sqrt(2.0)), t)
+    eh = rn(math.erf(beta / math.sqrt(2.0)), t)
+    if not el < eh:
+        raise ValueError(
+            f"[a, b] = [{a}, {b}] lies too far in a tail of N({mean}, {std}**2) for "
+            f"{np.dtype(t).name}: erf of both bounds rounds to {float(el)}")
+    return np.array([el, t(eh - el), rn(mean, t), rn(std * math.sqrt(2.0), t),
+                     up(a, t), down(b, t)], dtype=t)

@@ -1,0 +1,105 @@
+"""Layer 2: a buffer in, a kernel out.
+
+``as_target`` turns the caller's buffer (a NumPy array, or any object with
+``__dlpack__``) into a view of its bits without copying, and checks it;
+``launch`` picks the CPU kernel for the dtype and runs it, serially for
+small fills and on every core for large ones.
+"""
+
+import ml_dtypes
+import numba
+import numpy as np
+
+from . import _dlpack
+
+FLOAT_DTYPES = {
+    np.dtype(np.float32): ("float32", np.float32, np.uint32),
+    np.dtype(ml_dtypes.bfloat16): ("bfloat16", np.float32, np.uint16),
+    np.dtype(np.float16): ("float16", np.float32, np.uint16),
+    np.dtype(np.float64): ("float64", np.float64, np.uint64),
+}
+FMT = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}  # kernels.cpu.FMT_*
+PARALLEL_MIN = 1 << 15      # below this many elements a fill runs on one thread
+CHUNKS_PER_THREAD = 8       # tiles are dealt out in this many chunks per thread
+
+
+class Target:
+    """A checked, writable, C-contiguous float buffer, seen as its bits."""
+
+    __slots__ = ("array", "bits", "name", "compute", "size", "shape", "dtype")
+
+    def __init__(self, array):
+        self.array = array
+        self.name, self.compute, bits_type = FLOAT_DTYPES[array.dtype]
+        self.bits = array.reshape(-1).view(bits_type)
+        self.size, self.shape, self.dtype = array.size, array.shape, array.dtype
+
+
+def _check_array(arr, what="out"):
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{what} must hold float16, bfloat16, float32 or float64, "
+                        f"got {arr.dtype}")
+    if not arr.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (strides {arr.strides} for shape "
+                         f"{arr.shape}); fill a contiguous buffer, or use a framework "
+                         f"adapter such as fastinit.torch for views")
+    return Target(arr)
+
+
+def as_target(out):
+    """The checked :class:`Target` over ``out``'s memory; raises before any write."""
+    if isinstance(out, np.ndarray):
+        return _check_array(out)
+    if not hasattr(out, "__dlpack__"):
+        raise TypeError(f"out must be a NumPy array or an object with __dlpack__, "
+                        f"got {type(out).__name__}")
+    if hasattr(out, "__dlpack_device__"):
+        device_type, _ = out.__dlpack_device__()
+        if device_type in (_dlpack.KDL_CUDA, _dlpack.KDL_CUDA_MANAGED):
+            raise ValueError("out is a CUDA buffer; fastinit's GPU kernels are not "
+                             "available in this build, fill a CPU buffer")
+        if device_type not in (_dlpack.KDL_CPU, _dlpack.KDL_CUDA_HOST):
+            raise ValueError(f"out lives on DLPack device type {device_type}; "
+                             f"fastinit fills CPU buffers")
+    try:
+        view = _dlpack.consume(out)
+    except (RuntimeError, BufferError) as exc:
+        raise TypeError(f"out could not be exported through DLPack: {exc}") from exc
+    if view.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out must hold float16, bfloat16, float32 or float64, "
+                        f"got {view.dtype}")
+    if view.read_only:
+        raise ValueError("out is read-only")
+    if not view.c_contiguous:
+        raise ValueError(f"out must be C-contiguous (element strides {view.strides} for "
+                         f"shape {view.shape}); use a framework adapter such as "
+                         f"fastinit.torch for views")
+    return _check_array(view.numpy())
+
+
+def _kernels():
+    from .kernels import cpu          # imported on first fill: Numba setup is not free
+    return cpu
+
+
+def launch(kernel, target, ctl_for, params):
+    """Run ``kernel`` (``"uniform"``, ``"normal"`` or ``"trunc"``) over ``target``.
+
+    ``ctl_for(fmt, chunks)`` builds the control words, so the caller's
+    stream bookkeeping stays in layer 1.
+    """
+    from .kernels import _config
+    cpu = _kernels()
+    bits = "64" if target.compute is np.float64 else "32"
+    serial, parallel = getattr(cpu, kernel + bits)
+    if target.size < PARALLEL_MIN:
+        serial(target.bits, ctl_for(FMT[target.name], 1), params)
+        return
+    ctl = ctl_for(FMT[target.name], numba.get_num_threads() * CHUNKS_PER_THREAD)
+    if _config.THREAD_SAFE:
+        parallel(target.bits, ctl, params)
+    else:
+        with _config.KERNEL_LOCK:
+            parallel(target.bits, ctl, params)

@@ -1,0 +1,44 @@
+"""Aligned buffers to fill."""
+
+import numbers
+
+import ml_dtypes
+import numpy as np
+
+_DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32,
+           "float64": np.float64}
+
+
+def dtype_of(dtype):
+    """The NumPy dtype for a name ("bfloat16", ...) or a dtype-like object."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
+        return np.dtype(_DTYPES[dtype])
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a dtype name or a NumPy dtype, got {dtype!r}") from None
+    if dt.name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dt.name}")
+    return dt
+
+
+def empty(shape, dtype="float32", device="cpu", align=64):
+    """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary."""
+    if isinstance(shape, numbers.Integral):
+        shape = (shape,)
+    shape = tuple(shape)
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
+            raise ValueError(f"shape must hold non-negative integers, got {shape}")
+    dt = dtype_of(dtype)
+    if isinstance(align, bool) or not isinstance(align, numbers.Integral) or align < 1 \
+            or align & (align - 1):
+        raise ValueError(f"align must be a power of two, got {align!r}")
+    if device != "cpu":
+        raise ValueError(f"device must be 'cpu' in this build, got {device!r}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes].view(dt).reshape(shape)

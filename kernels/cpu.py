@@ -1,0 +1,214 @@
+"""Numba CPU fill kernels for fastinit-philox v1 (docs/stream.md).
+
+A fill works on tiles of ``TILE`` elements aligned to global element
+indices, so the blocks of a tile, and therefore its values, never depend on
+where a fill starts or which thread runs it. For each tile, one loop runs
+Philox and the transform block by block into a small ``vals`` array (the
+loop body is straight-line code that LLVM vectorizes), then a second loop
+copies the part of the tile that lies in the buffer, converting to
+bfloat16/float16 bits when asked.
+
+Buffers arrive as unsigned-integer views (uint32 for float32, uint16 for the
+half types, uint64 for float64); ``fmt`` says what the bits mean.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._config import INLINE, PARALLEL, SERIAL
+from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
+                     cossin2pi_f32, cossin2pi_f64, erfinv_f32, erfinv_f64,
+                     f16_bits, f32_bits, f64_bits, k24, k53, log_f32, log_f64,
+                     philox4x32, to_f32, to_f64)
+
+TILE = 2048                  # elements per tile: a multiple of 4
+TILE_U = np.uint64(TILE)
+FMT_F32, FMT_BF16, FMT_F16, FMT_F64 = 0, 1, 2, 3
+ZERO_F32 = F32(0.0)
+ZERO_F64 = F64(0.0)
+MINUS2_F32 = F32(-2.0)
+MINUS2_F64 = F64(-2.0)
+
+
+@njit(**INLINE)
+def _block(first_block, jj, k0, k1, s0, s1):
+    j = first_block + np.uint64(jj)
+    return philox4x32(j & MASK32, j >> SHIFT32, s0, s1, k0, k1)
+
+
+# --- transforms of one element or pair ---------------------------------------
+@njit(**INLINE)
+def _clamp(v, floor, top):
+    v = floor if v < floor else v
+    return top if v > top else v
+
+
+@njit(**INLINE)
+def _uniform(u, lo, d, floor, top, thr, zero):
+    v = _clamp(lo + d * u, floor, top)
+    return zero if abs(v) < thr else v
+
+
+@njit(**INLINE)
+def _normal_pair32(wa, wb, mean, std):
+    r = np.sqrt(MINUS2_F32 * log_f32(to_f32(k24(wa) + 1) * TWO_M24))
+    c, s = cossin2pi_f32(k24(wb))
+    return mean + std * (r * c), mean + std * (r * s)
+
+
+@njit(**INLINE)
+def _normal_pair64(w0, w1, w2, w3, mean, std):
+    r = np.sqrt(MINUS2_F64 * log_f64(to_f64(k53(w0, w1) + 1) * TWO_M53))
+    c, s = cossin2pi_f64(k53(w2, w3))
+    return mean + std * (r * c), mean + std * (r * s)
+
+
+@njit(**INLINE)
+def _trunc32(w, el, de, mean, ss, a, b):
+    x = el + de * (to_f32(k24(w) | 1) * TWO_M24)
+    return _clamp(mean + ss * erfinv_f32(x), a, b)
+
+
+@njit(**INLINE)
+def _trunc64(lo, hi, el, de, mean, ss, a, b):
+    x = el + de * (to_f64(k53(lo, hi) | 1) * TWO_M53)
+    return _clamp(mean + ss * erfinv_f64(x), a, b)
+
+
+# --- one tile of values: vals[e] for the tile's elements ----------------------
+# 32-bit: 4 elements per Philox block; 64-bit: 2 elements per block.
+@njit(**SERIAL)
+def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
+    lo, d, floor, top, thr = p
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _uniform(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+        vals[4 * jj + 1] = _uniform(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+        vals[4 * jj + 2] = _uniform(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+        vals[4 * jj + 3] = _uniform(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+
+
+@njit(**SERIAL)
+def tile_normal32(vals, fb, nb, k0, k1, s0, s1, p):
+    mean, std = p
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj], vals[4 * jj + 1] = _normal_pair32(x0, x1, mean, std)
+        vals[4 * jj + 2], vals[4 * jj + 3] = _normal_pair32(x2, x3, mean, std)
+
+
+@njit(**SERIAL)
+def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
+    el, de, mean, ss, a, b = p
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _trunc32(x0, el, de, mean, ss, a, b)
+        vals[4 * jj + 1] = _trunc32(x1, el, de, mean, ss, a, b)
+        vals[4 * jj + 2] = _trunc32(x2, el, de, mean, ss, a, b)
+        vals[4 * jj + 3] = _trunc32(x3, el, de, mean, ss, a, b)
+
+
+@njit(**SERIAL)
+def tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p):
+    lo, d, floor, top, thr = p
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj] = _uniform(to_f64(k53(x0, x1)) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
+        vals[2 * jj + 1] = _uniform(to_f64(k53(x2, x3)) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
+
+
+@njit(**SERIAL)
+def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
+    mean, std = p
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj], vals[2 * jj + 1] = _normal_pair64(x0, x1, x2, x3, mean, std)
+
+
+@njit(**SERIAL)
+def tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p):
+    el, de, mean, ss, a, b = p
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj] = _trunc64(x0, x1, el, de, mean, ss, a, b)
+        vals[2 * jj + 1] = _trunc64(x2, x3, el, de, mean, ss, a, b)
+
+
+# --- storing a tile -----------------------------------------------------------
+@njit(**SERIAL)
+def store32(out, fmt, dst, vals, src, count):
+    if fmt == FMT_F32:
+        for e in range(count):
+            out[dst + e] = f32_bits(vals[src + e])
+    elif fmt == FMT_BF16:
+        for e in range(count):
+            out[dst + e] = bf16_bits(vals[src + e])
+    else:
+        for e in range(count):
+            out[dst + e] = f16_bits(vals[src + e])
+
+
+@njit(**SERIAL)
+def store64(out, fmt, dst, vals, src, count):
+    for e in range(count):
+        out[dst + e] = f64_bits(vals[src + e])
+
+
+CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_CHUNKS = range(7)
+
+
+@njit(**INLINE)
+def _fill_tile(out, ctl, p, vals, tile, last, tile_fn, store, per_block):
+    """Compute the blocks of ``tile`` that the fill needs and store them."""
+    offset = ctl[CTL_OFFSET]
+    g0 = tile * TILE_U
+    g_lo = offset if offset > g0 else g0
+    g_end = g0 + (TILE_U - np.uint64(1))
+    g_hi = last if last < g_end else g_end
+    fb = g_lo // per_block
+    nb = np.int64(g_hi // per_block - fb) + 1
+    tile_fn(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+    store(out, ctl[CTL_FMT], np.int64(g_lo - offset), vals,
+          np.int64(g_lo - fb * per_block), np.int64(g_hi - g_lo) + 1)
+
+
+def _make_fill(tile_fn, store, dtype, per_block):
+    """The serial and the parallel fill for one tile function.
+
+    Both take ``(out, ctl, p)``: ``out`` the buffer's bits, ``ctl`` a uint64
+    array indexed by ``CTL_*``, ``p`` the distribution's parameters in the
+    compute type. The parallel one deals the tiles out in ``ctl[CTL_CHUNKS]``
+    contiguous chunks.
+    """
+    pb = np.uint64(per_block)
+
+    @njit(**SERIAL)
+    def fill_serial(out, ctl, p):
+        offset = ctl[CTL_OFFSET]
+        last = offset + np.uint64(out.size - 1)
+        t_first = offset // TILE_U
+        vals = np.empty(TILE, dtype)
+        for t in range(np.int64(last // TILE_U - t_first) + 1):
+            _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last, tile_fn, store, pb)
+
+    @njit(**PARALLEL)
+    def fill_parallel(out, ctl, p):
+        offset = ctl[CTL_OFFSET]
+        last = offset + np.uint64(out.size - 1)
+        t_first = offset // TILE_U
+        ntiles = np.int64(last // TILE_U - t_first) + 1
+        nchunks = min(ntiles, np.int64(ctl[CTL_CHUNKS]))
+        for c in prange(nchunks):
+            vals = np.empty(TILE, dtype)
+            for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+                _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last, tile_fn, store, pb)
+
+    return fill_serial, fill_parallel
+
+
+uniform32 = _make_fill(tile_uniform32, store32, np.float32, 4)
+normal32 = _make_fill(tile_normal32, store32, np.float32, 4)
+trunc32 = _make_fill(tile_trunc32, store32, np.float32, 4)
+uniform64 = _make_fill(tile_uniform64, store64, np.float64, 2)
+normal64 = _make_fill(tile_normal64, store64, np.float64, 2)
+trunc64 = _make_fill(tile_trunc64, store64, np.float64, 2)
