@@ -79,10 +79,10 @@ def check_range(offset, size):
     return offset
 
 
-def ctl_words(seed, stream, offset, fmt, chunks):
+def ctl_words(seed, stream, offset, fmt, chunks, kind):
     """The uint64 control words the CPU kernels take (kernels.cpu.CTL_*)."""
     return np.array([offset, seed & MASK32, seed >> 32, stream & MASK32, stream >> 32,
-                     fmt, chunks], dtype=np.uint64)
+                     fmt, chunks, kind], dtype=np.uint64)
 
 
 # --- floats -------------------------------------------------------------------

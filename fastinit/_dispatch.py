@@ -18,6 +18,7 @@ FLOAT_DTYPES = {
     np.dtype(np.float16): ("float16", np.float32, np.uint16),
     np.dtype(np.float64): ("float64", np.float64, np.uint64),
 }
+KINDS = {"uniform": 0, "normal": 1, "trunc": 2}                  # kernels.cpu.KIND_*
 FMT = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}  # kernels.cpu.FMT_*
 PARALLEL_MIN = 1 << 15      # below this many elements a fill runs on one thread
 CHUNKS_PER_THREAD = 8       # tiles are dealt out in this many chunks per thread
@@ -87,19 +88,18 @@ def _kernels():
 def launch(kernel, target, ctl_for, params):
     """Run ``kernel`` (``"uniform"``, ``"normal"`` or ``"trunc"``) over ``target``.
 
-    ``ctl_for(fmt, chunks)`` builds the control words, so the caller's
+    ``ctl_for(fmt, chunks, kind)`` builds the control words, so the caller's
     stream bookkeeping stays in layer 1.
     """
     from .kernels import _config
     cpu = _kernels()
-    bits = "64" if target.compute is np.float64 else "32"
-    serial, parallel = getattr(cpu, kernel + bits)
+    kind = KINDS[kernel]
     if target.size < PARALLEL_MIN:
-        serial(target.bits, ctl_for(FMT[target.name], 1), params)
+        cpu.fill_serial(target.bits, ctl_for(FMT[target.name], 1, kind), params)
         return
-    ctl = ctl_for(FMT[target.name], numba.get_num_threads() * CHUNKS_PER_THREAD)
+    ctl = ctl_for(FMT[target.name], numba.get_num_threads() * CHUNKS_PER_THREAD, kind)
     if _config.THREAD_SAFE:
-        parallel(target.bits, ctl, params)
+        cpu.fill_parallel(target.bits, ctl, params)
     else:
         with _config.KERNEL_LOCK:
-            parallel(target.bits, ctl, params)
+            cpu.fill_parallel(target.bits, ctl, params)

@@ -20,8 +20,8 @@ def _fill(out, kernel, params_for, seed, stream, offset):
     if seed is None:
         seed, stream = C.take_stream()
 
-    def ctl_for(fmt, chunks):
-        return C.ctl_words(seed, stream, offset, fmt, chunks)
+    def ctl_for(fmt, chunks, kind):
+        return C.ctl_words(seed, stream, offset, fmt, chunks, kind)
 
     launch(kernel, target, ctl_for, params)
     return out

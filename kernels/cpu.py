@@ -13,7 +13,8 @@ half types, uint64 for float64); ``fmt`` says what the bits mean.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
@@ -154,61 +155,98 @@ def store64(out, fmt, dst, vals, src, count):
         out[dst + e] = f64_bits(vals[src + e])
 
 
-CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_CHUNKS = range(7)
+CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_CHUNKS, CTL_KIND = range(8)
+KIND_UNIFORM, KIND_NORMAL, KIND_TRUNC = 0, 1, 2
 
 
 @njit(**INLINE)
-def _fill_tile(out, ctl, p, vals, tile, last, tile_fn, store, per_block):
-    """Compute the blocks of ``tile`` that the fill needs and store them."""
+def _tile32(kind, vals, fb, nb, k0, k1, s0, s1, p):
+    if kind == KIND_UNIFORM:
+        tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p)
+    elif kind == KIND_NORMAL:
+        tile_normal32(vals, fb, nb, k0, k1, s0, s1, p)
+    else:
+        tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p)
+
+
+@njit(**INLINE)
+def _tile64(kind, vals, fb, nb, k0, k1, s0, s1, p):
+    if kind == KIND_UNIFORM:
+        tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p)
+    elif kind == KIND_NORMAL:
+        tile_normal64(vals, fb, nb, k0, k1, s0, s1, p)
+    else:
+        tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p)
+
+
+@njit(**INLINE)
+def _tile_span(ctl, tile, last, pb):
+    """The blocks of ``tile`` the fill needs, and where their values go."""
     offset = ctl[CTL_OFFSET]
     g0 = tile * TILE_U
     g_lo = offset if offset > g0 else g0
     g_end = g0 + (TILE_U - np.uint64(1))
     g_hi = last if last < g_end else g_end
-    fb = g_lo // per_block
-    nb = np.int64(g_hi // per_block - fb) + 1
-    tile_fn(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
-    store(out, ctl[CTL_FMT], np.int64(g_lo - offset), vals,
-          np.int64(g_lo - fb * per_block), np.int64(g_hi - g_lo) + 1)
+    fb = g_lo // pb
+    nb = np.int64(g_hi // pb - fb) + 1
+    return fb, nb, np.int64(g_lo - offset), np.int64(g_lo - fb * pb), np.int64(g_hi - g_lo) + 1
 
 
-def _make_fill(tile_fn, store, dtype, per_block):
-    """The serial and the parallel fill for one tile function.
+@njit(**INLINE)
+def _fill_tile32(out, ctl, p, vals, tile, last):
+    fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
+    _tile32(ctl[CTL_KIND], vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+    store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
-    Both take ``(out, ctl, p)``: ``out`` the buffer's bits, ``ctl`` a uint64
-    array indexed by ``CTL_*``, ``p`` the distribution's parameters in the
-    compute type. The parallel one deals the tiles out in ``ctl[CTL_CHUNKS]``
-    contiguous chunks.
+
+@njit(**INLINE)
+def _fill_tile64(out, ctl, p, vals, tile, last):
+    fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
+    _tile64(ctl[CTL_KIND], vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+    store64(out, ctl[CTL_FMT], dst, vals, src, count)
+
+
+def _fill_tile(out, ctl, p, vals, tile, last):
+    """Compute one tile and store its part of the fill (chosen by precision)."""
+
+
+@overload(_fill_tile, inline="always")
+def _fill_tile_for(out, ctl, p, vals, tile, last):
+    if p.dtype == types.float64:
+        def fill_tile(out, ctl, p, vals, tile, last):
+            _fill_tile64(out, ctl, p, vals, tile, last)
+    else:
+        def fill_tile(out, ctl, p, vals, tile, last):
+            _fill_tile32(out, ctl, p, vals, tile, last)
+    return fill_tile
+
+
+@njit(**SERIAL)
+def fill_serial(out, ctl, p):
+    """Fill ``out`` tile by tile on this thread.
+
+    ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
+    float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
+    distribution's parameters in the compute type (float32 or float64).
     """
-    pb = np.uint64(per_block)
-
-    @njit(**SERIAL)
-    def fill_serial(out, ctl, p):
-        offset = ctl[CTL_OFFSET]
-        last = offset + np.uint64(out.size - 1)
-        t_first = offset // TILE_U
-        vals = np.empty(TILE, dtype)
-        for t in range(np.int64(last // TILE_U - t_first) + 1):
-            _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last, tile_fn, store, pb)
-
-    @njit(**PARALLEL)
-    def fill_parallel(out, ctl, p):
-        offset = ctl[CTL_OFFSET]
-        last = offset + np.uint64(out.size - 1)
-        t_first = offset // TILE_U
-        ntiles = np.int64(last // TILE_U - t_first) + 1
-        nchunks = min(ntiles, np.int64(ctl[CTL_CHUNKS]))
-        for c in prange(nchunks):
-            vals = np.empty(TILE, dtype)
-            for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-                _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last, tile_fn, store, pb)
-
-    return fill_serial, fill_parallel
+    offset = ctl[CTL_OFFSET]
+    last = offset + np.uint64(out.size - 1)
+    t_first = offset // TILE_U
+    vals = np.empty(TILE, p.dtype)
+    for t in range(np.int64(last // TILE_U - t_first) + 1):
+        _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last)
 
 
-uniform32 = _make_fill(tile_uniform32, store32, np.float32, 4)
-normal32 = _make_fill(tile_normal32, store32, np.float32, 4)
-trunc32 = _make_fill(tile_trunc32, store32, np.float32, 4)
-uniform64 = _make_fill(tile_uniform64, store64, np.float64, 2)
-normal64 = _make_fill(tile_normal64, store64, np.float64, 2)
-trunc64 = _make_fill(tile_trunc64, store64, np.float64, 2)
+@njit(**PARALLEL)
+def fill_parallel(out, ctl, p):
+    """Like :func:`fill_serial` on every thread, tiles dealt out in
+    ``ctl[CTL_CHUNKS]`` contiguous chunks."""
+    offset = ctl[CTL_OFFSET]
+    last = offset + np.uint64(out.size - 1)
+    t_first = offset // TILE_U
+    ntiles = np.int64(last // TILE_U - t_first) + 1
+    nchunks = min(ntiles, np.int64(ctl[CTL_CHUNKS]))
+    for c in prange(nchunks):
+        vals = np.empty(TILE, p.dtype)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last)
