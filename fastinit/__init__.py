@@ -18,9 +18,16 @@ from .fans import (calculate_gain, fans, kaiming_normal, kaiming_uniform, lecun_
 
 __version__ = "0.1.0"
 
+
+def to_torch(x):
+    """A torch tensor sharing ``x``'s memory (NumPy, cupy or DLPack), zero copy."""
+    from .torch import to_torch as convert
+    return convert(x)
+
+
 __all__ = [
     "STREAM_VERSION", "DEFAULT_SEED", "manual_seed", "initial_seed", "empty",
     "uniform", "normal", "truncated_normal", "masked_uniform", "constant", "zeros", "ones",
     "fans", "calculate_gain", "xavier_uniform", "xavier_normal", "kaiming_uniform",
-    "kaiming_normal", "lecun_uniform", "lecun_normal", "variance_scaling",
+    "kaiming_normal", "lecun_uniform", "lecun_normal", "variance_scaling", "to_torch",
 ]

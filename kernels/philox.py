@@ -25,19 +25,18 @@ SHIFT32 = np.uint64(32)
 
 @njit(**INLINE)
 def philox_round(c0, c1, c2, c3, k0, k1):
-    p0 = PHILOX_M0 * c0
-    p1 = PHILOX_M1 * c2
+    # The masks are free (vpmuludq reads only the low 32 bits of each lane)
+    # but let LLVM prove the operands are 32-bit, so it never falls back to
+    # a full 64-bit multiply.
+    p0 = PHILOX_M0 * (c0 & MASK32)
+    p1 = PHILOX_M1 * (c2 & MASK32)
     return ((p1 >> SHIFT32) ^ c1 ^ k0, p1 & MASK32,
             (p0 >> SHIFT32) ^ c3 ^ k1, p0 & MASK32)
 
 
 @njit(**INLINE)
 def philox4x32(c0, c1, c2, c3, k0, k1):
-    """Ten rounds on counter (c0..c3) with key (k0, k1); uint64 in and out.
-
-    The masks tell LLVM every word fits in 32 bits, so each product is one
-    ``vpmuludq`` instead of a full 64-bit multiply.
-    """
+    """Ten rounds on counter (c0..c3) with key (k0, k1); uint64 in and out."""
     c0, c1, c2, c3 = c0 & MASK32, c1 & MASK32, c2 & MASK32, c3 & MASK32
     k0, k1 = k0 & MASK32, k1 & MASK32
     c0, c1, c2, c3 = philox_round(c0, c1, c2, c3, k0, k1)
