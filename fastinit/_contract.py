@@ -6,6 +6,7 @@ float parameters are rounded into the compute type exactly as
 docs/stream.md (section 3.2) says.
 """
 
+import functools
 import math
 import numbers
 import threading
@@ -25,6 +26,8 @@ _state = {"seed": DEFAULT_SEED, "next_stream": 0}
 # --- integers -----------------------------------------------------------------
 def check_u64(name, value):
     """``value`` as a Python int in [0, 2^64), or a clear error naming it."""
+    if type(value) is int and 0 <= value < U64:      # the common case, fast
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer in [0, 2**64), got {type(value).__name__}")
     value = int(value)
@@ -85,9 +88,34 @@ def ctl_words(seed, stream, offset, fmt, chunks, kind):
                      fmt, chunks, kind], dtype=np.uint64)
 
 
-# --- floats -------------------------------------------------------------------
+# --- floats ---
+def _param_cache(build):
+    """Memoize a parameter builder on the exact bits of its float arguments.
+
+    The arrays are read-only to the kernels, and a model's init calls the
+    same initializer many times. Keys use ``float.hex`` so -0.0 and 0.0 stay
+    apart (functools.lru_cache would merge them).
+    """
+    cache = {}
+
+    @functools.wraps(build)
+    def cached(*args):
+        key = tuple(a.hex() if type(a) is float else a for a in args)
+        hit = cache.get(key)
+        if hit is None:
+            hit = build(*args)
+            if len(cache) < 4096:
+                cache[key] = hit
+        return hit
+    return cached
+
+
 def check_real(name, value):
     """``value`` as a finite Python float, or a clear error naming it."""
+    if type(value) is float or type(value) is int:  # the common case, fast
+        value = float(value)
+        if math.isfinite(value):
+            return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -119,9 +147,14 @@ def below(x, t):
     return np.nextafter(v, t(-np.inf)) if float(v) == x else v
 
 
+@functools.lru_cache(maxsize=None)
+def _largest(dtype):
+    return float(ml_dtypes.finfo(dtype).max)
+
+
 def check_fits(name, bound, dtype):
     """Refuse parameters whose values would overflow the output dtype."""
-    limit = float(ml_dtypes.finfo(dtype).max)
+    limit = _largest(dtype)
     if not abs(bound) <= limit:
         raise ValueError(f"{name} gives values up to {bound:g} in magnitude, past the "
                          f"largest {np.dtype(dtype).name} ({limit:g})")
@@ -132,6 +165,7 @@ NORMAL_RADIUS = {np.float32: math.sqrt(2 * 24 * math.log(2)),
                  np.float64: math.sqrt(2 * 53 * math.log(2))}
 
 
+@_param_cache
 def uniform_params(low, high, threshold, t):
     """Kernel parameters (lo, d, floor, top, thr) of contract 3.3 and 3.4."""
     if low > high:
@@ -151,12 +185,14 @@ def uniform_params(low, high, threshold, t):
     return np.array([lo, d, floor, top, thr], dtype=t)
 
 
+@_param_cache
 def normal_params(mean, std, t):
     if std < 0:
         raise ValueError(f"std must be >= 0, got {std}")
     return np.array([rn(mean, t), rn(std, t)], dtype=t)
 
 
+@_param_cache
 def truncated_normal_params(mean, std, a, b, t):
     """Kernel parameters (el, de, mean, ss, a, b) of contract 3.6."""
     if std <= 0:
