@@ -194,17 +194,28 @@ def normal_params(mean, std, t):
 
 @_param_cache
 def truncated_normal_params(mean, std, a, b, t):
-    """Kernel parameters (el, de, mean, ss, a, b) of contract 3.6."""
+    """Kernel parameters (e0, de, mean, ss, a, b, tail, sign) of contract 3.6.
+
+    An interval on one side of the mean is drawn in erfc space, where a deep
+    tail keeps its relative precision; one around the mean in erf space.
+    """
     if std <= 0:
         raise ValueError(f"std must be > 0 for a truncated normal, got {std}")
     if a >= b:
         raise ValueError(f"a must be < b, got a={a}, b={b}")
     alpha, beta = (a - mean) / std, (b - mean) / std
-    el = rn(math.erf(alpha / math.sqrt(2.0)), t)
-    eh = rn(math.erf(beta / math.sqrt(2.0)), t)
-    if not el < eh:
+    r2 = math.sqrt(2.0)
+    if alpha >= 0:
+        tail, sign, e0, e1 = 1, 1, math.erfc(beta / r2), math.erfc(alpha / r2)
+    elif beta <= 0:
+        tail, sign, e0, e1 = 1, -1, math.erfc(-alpha / r2), math.erfc(-beta / r2)
+    else:
+        tail, sign, e0, e1 = 0, 1, math.erf(alpha / r2), math.erf(beta / r2)
+    e0, e1 = rn(e0, t), rn(e1, t)
+    if not e0 < e1 or (tail and e1 < np.finfo(t).tiny):
         raise ValueError(
             f"[a, b] = [{a}, {b}] lies too far in a tail of N({mean}, {std}**2) for "
-            f"{np.dtype(t).name}: erf of both bounds rounds to {float(el)}")
-    return np.array([el, t(eh - el), rn(mean, t), rn(std * math.sqrt(2.0), t),
-                     up(a, t), down(b, t)], dtype=t)
+            f"{np.dtype(t).name}: its probability mass is below the smallest normal "
+            f"{np.dtype(t).name}")
+    return np.array([e0, t(e1 - e0), rn(mean, t), rn(std * r2, t), up(a, t), down(b, t),
+                     tail, sign], dtype=t)

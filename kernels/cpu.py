@@ -18,7 +18,7 @@ from numba.extending import overload
 
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
-                     cossin2pi_f32, cossin2pi_f64, erfinv_f32, erfinv_f64,
+                     cossin2pi_f32, cossin2pi_f64, erfinv_xt_f32, erfinv_xt_f64,
                      f16_bits, f32_bits, f64_bits, k24, k53, log_f32, log_f64,
                      philox4x32, to_f32, to_f64)
 
@@ -26,6 +26,8 @@ TILE = 2048                  # elements per tile: a multiple of 4
 TILE_U = np.uint64(TILE)
 FMT_F32, FMT_BF16, FMT_F16, FMT_F64 = 0, 1, 2, 3
 ZERO_F32 = F32(0.0)
+ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
+ONE_F64, TWO_F64 = F64(1.0), F64(2.0)
 ZERO_F64 = F64(0.0)
 MINUS2_F32 = F32(-2.0)
 MINUS2_F64 = F64(-2.0)
@@ -64,16 +66,36 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
     return mean + std * (r * c), mean + std * (r * s)
 
 
-@njit(**INLINE)
-def _trunc32(w, el, de, mean, ss, a, b):
-    x = el + de * (to_f32(k24(w) | 1) * TWO_M24)
-    return _clamp(mean + ss * erfinv_f32(x), a, b)
+# Truncated normal (contract 3.6): y = e0 + de * Um. In the central form
+# x = y; in a tail form y = 1 - |x| is drawn directly (erfc space), so a
+# deep tail keeps its relative precision. y is clamped so log's argument
+# stays a normal float and x never reaches +-1.
+BELOW_ONE_F32, TINY_F32 = np.nextafter(F32(1), F32(0)), F32(np.finfo(np.float32).tiny)
+BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64).tiny)
 
 
 @njit(**INLINE)
-def _trunc64(lo, hi, el, de, mean, ss, a, b):
-    x = el + de * (to_f64(k53(lo, hi) | 1) * TWO_M53)
-    return _clamp(mean + ss * erfinv_f64(x), a, b)
+def _trunc32(w, e0, de, mean, ss, a, b, tail, sign):
+    y = e0 + de * (to_f32(k24(w) | 1) * TWO_M24)
+    if tail > ZERO_F32:
+        y = _clamp(y, TINY_F32, ONE_F32)
+        z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
+    else:
+        y = _clamp(y, -BELOW_ONE_F32, BELOW_ONE_F32)
+        z = erfinv_xt_f32(y, (ONE_F32 - y) * (ONE_F32 + y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _trunc64(lo, hi, e0, de, mean, ss, a, b, tail, sign):
+    y = e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53)
+    if tail > ZERO_F64:
+        y = _clamp(y, TINY_F64, ONE_F64)
+        z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
+    else:
+        y = _clamp(y, -BELOW_ONE_F64, BELOW_ONE_F64)
+        z = erfinv_xt_f64(y, (ONE_F64 - y) * (ONE_F64 + y))
+    return _clamp(mean + ss * (z * sign), a, b)
 
 
 # --- one tile of values: vals[e] for the tile's elements ----------------------
@@ -100,13 +122,13 @@ def tile_normal32(vals, fb, nb, k0, k1, s0, s1, p):
 
 @njit(**SERIAL)
 def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
-    el, de, mean, ss, a, b = p
+    e0, de, mean, ss, a, b, tail, sign = p
     for jj in range(nb):
         x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj] = _trunc32(x0, el, de, mean, ss, a, b)
-        vals[4 * jj + 1] = _trunc32(x1, el, de, mean, ss, a, b)
-        vals[4 * jj + 2] = _trunc32(x2, el, de, mean, ss, a, b)
-        vals[4 * jj + 3] = _trunc32(x3, el, de, mean, ss, a, b)
+        vals[4 * jj] = _trunc32(x0, e0, de, mean, ss, a, b, tail, sign)
+        vals[4 * jj + 1] = _trunc32(x1, e0, de, mean, ss, a, b, tail, sign)
+        vals[4 * jj + 2] = _trunc32(x2, e0, de, mean, ss, a, b, tail, sign)
+        vals[4 * jj + 3] = _trunc32(x3, e0, de, mean, ss, a, b, tail, sign)
 
 
 @njit(**SERIAL)
@@ -128,11 +150,11 @@ def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
 
 @njit(**SERIAL)
 def tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p):
-    el, de, mean, ss, a, b = p
+    e0, de, mean, ss, a, b, tail, sign = p
     for jj in range(nb):
         x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[2 * jj] = _trunc64(x0, x1, el, de, mean, ss, a, b)
-        vals[2 * jj + 1] = _trunc64(x2, x3, el, de, mean, ss, a, b)
+        vals[2 * jj] = _trunc64(x0, x1, e0, de, mean, ss, a, b, tail, sign)
+        vals[2 * jj + 1] = _trunc64(x2, x3, e0, de, mean, ss, a, b, tail, sign)
 
 
 # --- storing a tile -----------------------------------------------------------

@@ -295,8 +295,9 @@ def horner(coeffs, x):
 
 
 @njit(**INLINE)
-def erfinv_f32(x):
-    w = -log_f32((ONE_F32 - x) * (ONE_F32 + x))
+def erfinv_xt_f32(x, t):
+    """erfinv(x) given t = (1 - x)(1 + x), which the caller may know better."""
+    w = -log_f32(t)
     if w < ERFINV_SPLIT_F32:
         p = horner(ERFINV_A_F32, w - ERFINV_SHIFT_A_F32)
     else:
@@ -305,8 +306,9 @@ def erfinv_f32(x):
 
 
 @njit(**INLINE)
-def erfinv_f64(x):
-    w = -log_f64((ONE_F64 - x) * (ONE_F64 + x))
+def erfinv_xt_f64(x, t):
+    """erfinv(x) given t = (1 - x)(1 + x), which the caller may know better."""
+    w = -log_f64(t)
     if w < ERFINV_SPLIT1_F64:
         p = horner(ERFINV_A_F64, w - ERFINV_SHIFT_A_F64)
     elif w < ERFINV_SPLIT2_F64:
@@ -314,6 +316,16 @@ def erfinv_f64(x):
     else:
         p = horner(ERFINV_C_F64, np.sqrt(w) - ERFINV_SHIFT_C_F64)
     return p * x
+
+
+@njit(**INLINE)
+def erfinv_f32(x):
+    return erfinv_xt_f32(x, (ONE_F32 - x) * (ONE_F32 + x))
+
+
+@njit(**INLINE)
+def erfinv_f64(x):
+    return erfinv_xt_f64(x, (ONE_F64 - x) * (ONE_F64 + x))
 
 
 # --- float32 to half precision (contract 5) ----------------------------------
