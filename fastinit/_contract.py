@@ -58,7 +58,7 @@ def resolve_stream(seed, stream):
     advanced once the caller commits (see :func:`take_stream`).
     """
     if seed is None:
-        if stream not in (0, None):
+        if stream is not None and check_u64("stream", stream) != 0:
             raise ValueError("stream needs an explicit seed: with seed=None each call "
                              "takes the next stream of the process-wide generator")
         return None, None
@@ -112,13 +112,15 @@ def _param_cache(build):
 
 def check_real(name, value):
     """``value`` as a finite Python float, or a clear error naming it."""
-    if type(value) is float or type(value) is int:  # the common case, fast
-        value = float(value)
+    if type(value) is float:                       # the common case, fast
         if math.isfinite(value):
             return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got an integer past the float range") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
@@ -171,7 +173,8 @@ def uniform_params(low, high, threshold, t):
     if low > high:
         raise ValueError(f"low must be <= high, got low={low}, high={high}")
     lo = rn(low, t)
-    d = t(rn(high, t) - lo)
+    with np.errstate(over="ignore"):
+        d = t(rn(high, t) - lo)
     if not math.isfinite(float(d)):
         raise ValueError(f"high - low = {high - low:g} overflows {np.dtype(t).name}")
     if low == high:
@@ -212,10 +215,17 @@ def truncated_normal_params(mean, std, a, b, t):
     else:
         tail, sign, e0, e1 = 0, 1, math.erf(alpha / r2), math.erf(beta / r2)
     e0, e1 = rn(e0, t), rn(e1, t)
+    ss, lo, hi = rn(std * r2, t), up(a, t), down(b, t)
+    name = np.dtype(t).name
+    if not math.isfinite(float(ss)):
+        raise ValueError(f"std = {std:g} overflows {name}")
+    if not math.isfinite(float(rn(mean, t))):
+        raise ValueError(f"mean = {mean:g} overflows {name}")
+    if lo > hi:
+        raise ValueError(f"no {name} value lies in [a, b] = [{a!r}, {b!r}]")
     if not e0 < e1 or (tail and e1 < np.finfo(t).tiny):
         raise ValueError(
             f"[a, b] = [{a}, {b}] lies too far in a tail of N({mean}, {std}**2) for "
             f"{np.dtype(t).name}: its probability mass is below the smallest normal "
             f"{np.dtype(t).name}")
-    return np.array([e0, t(e1 - e0), rn(mean, t), rn(std * r2, t), up(a, t), down(b, t),
-                     tail, sign], dtype=t)
+    return np.array([e0, t(e1 - e0), rn(mean, t), ss, lo, hi, tail, sign], dtype=t)

@@ -29,6 +29,10 @@ def fans(shape, layout="torch"):
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    shape = tuple(shape)
+    for d in shape:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 0:
+            raise ValueError(f"shape must hold non-negative integers, got {shape}")
     shape = tuple(int(d) for d in shape)
     if len(shape) < 2:
         raise ValueError(f"fans need a tensor of at least 2 dimensions, got shape {shape}; "
@@ -52,7 +56,7 @@ def calculate_gain(nonlinearity, param=None):
         if param is None:
             slope = 0.01
         elif isinstance(param, numbers.Real) and not isinstance(param, (bool, np.bool_)):
-            slope = float(param)
+            slope = C.check_real("negative_slope", param)
         else:
             raise ValueError(f"negative_slope {param!r} is not a valid number")
         return math.sqrt(2.0 / (1 + slope ** 2))
@@ -105,7 +109,7 @@ def xavier_uniform(out, gain=1.0, *, fans=None, layout="torch", seed=None, strea
     """U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
     gain = _gain(gain)
     fan_in, fan_out = _fans(out, fans, layout)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
     return uniform(out, -bound, bound, seed=seed, stream=stream, offset=offset)
 
 
@@ -113,16 +117,19 @@ def xavier_normal(out, gain=1.0, *, fans=None, layout="torch", seed=None, stream
     """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
     gain = _gain(gain)
     fan_in, fan_out = _fans(out, fans, layout)
-    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
     return normal(out, 0.0, std, seed=seed, stream=stream, offset=offset)
 
 
 def _kaiming_std(out, a, mode, nonlinearity, fans_, layout):
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    if isinstance(a, numbers.Real) and not isinstance(a, (bool, np.bool_)):
+        a = C.check_real("a", a)     # others get calculate_gain's ValueError, as torch
     gain = calculate_gain(nonlinearity, a)
     fan_in, fan_out = _fans(out, fans_, layout)
-    return gain / math.sqrt(_fan(fan_in, fan_out, mode))
+    fan = _fan(fan_in, fan_out, mode)
+    return gain / math.sqrt(fan) if fan else 0.0       # fan 0: an empty tensor, a no-op
 
 
 def kaiming_uniform(out, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, fans=None,

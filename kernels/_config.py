@@ -54,8 +54,9 @@ def _load_tbb():
 
 
 def _choose_threading_layer():
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return os.environ["NUMBA_THREADING_LAYER"]
+    requested = os.environ.get("NUMBA_THREADING_LAYER", "")
+    if requested not in ("", "default", "tbb", "safe", "threadsafe", "forksafe"):
+        return requested                  # the user chose omp or workqueue
     if _load_tbb():
         try:
             from numba.np.ufunc import tbbpool  # noqa: F401
@@ -68,5 +69,5 @@ def _choose_threading_layer():
 
 
 THREADING_LAYER = _choose_threading_layer()
-THREAD_SAFE = THREADING_LAYER == "tbb"
+THREAD_SAFE = THREADING_LAYER in ("tbb", "omp")
 KERNEL_LOCK = threading.Lock()
