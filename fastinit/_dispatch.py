@@ -61,6 +61,9 @@ def _torch_cpu_view(out):
     try:
         if out.device.type != "cpu" or out.requires_grad:
             return None
+        if out.is_neg() or out.is_conj():
+            raise ValueError("out is a lazily negated or conjugated torch view; "
+                             "call .resolve_neg() / .resolve_conj() and fill that")
         import torch
         if out.dtype == torch.bfloat16:
             return out.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
@@ -82,14 +85,14 @@ def as_target(out):
     if hasattr(out, "__dlpack_device__"):
         device_type, _ = out.__dlpack_device__()
         if device_type in (_dlpack.KDL_CUDA, _dlpack.KDL_CUDA_MANAGED):
-            raise ValueError("out is a CUDA buffer; fastinit's GPU kernels are not "
-                             "available in this build, fill a CPU buffer")
+            from . import cuda            # imports CuPy; only for CUDA buffers
+            return cuda.as_target(out)
         if device_type not in (_dlpack.KDL_CPU, _dlpack.KDL_CUDA_HOST):
             raise ValueError(f"out lives on DLPack device type {device_type}; "
                              f"fastinit fills CPU buffers")
     try:
         view = _dlpack.consume(out)
-    except (RuntimeError, BufferError) as exc:
+    except (RuntimeError, BufferError, TypeError) as exc:
         raise TypeError(f"out could not be exported through DLPack: {exc}") from exc
     if view.dtype not in FLOAT_DTYPES:
         raise TypeError(f"out must hold float16, bfloat16, float32 or float64, "
@@ -120,6 +123,10 @@ def launch(kernel, target, ctl_for, params):
     ``ctl_for(fmt, chunks, kind)`` builds the control words, so the caller's
     stream bookkeeping stays in layer 1.
     """
+    if type(target) is not Target:       # a fastinit.cuda.CudaTarget
+        from . import cuda
+        cuda.launch(kernel, target, ctl_for, params)
+        return
     cpu = _kernels()
     kind = KINDS[kernel]
     if target.size < PARALLEL_MIN:

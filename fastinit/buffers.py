@@ -28,6 +28,8 @@ def empty(shape, dtype="float32", device="cpu", align=64):
     """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary."""
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}")
     shape = tuple(shape)
     for d in shape:
         if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:
@@ -37,8 +39,9 @@ def empty(shape, dtype="float32", device="cpu", align=64):
             or align & (align - 1):
         raise ValueError(f"align must be a power of two, got {align!r}")
     if device != "cpu":
-        raise ValueError(f"device must be 'cpu' in this build, got {device!r}")
+        from . import cuda                # imports CuPy; only for device="cuda"
+        return cuda.empty(shape, dt, device, align)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     raw = np.empty(nbytes + align, dtype=np.uint8)
     start = (-raw.ctypes.data) % align
-    return raw[start:start + nbytes].view(dt).reshape(shape)
+    return np.ndarray(shape, dtype=dt, buffer=raw, offset=start)

@@ -496,9 +496,11 @@ FASTINIT_HD cossin_f64 cossin2pi_f64(fi_i64 k)
 #define ERFINV_SHIFT_B_F64 3.25
 #define ERFINV_SHIFT_C_F64 5.0
 
-FASTINIT_HD float erfinv_f32(float x)
+/* erfinv(x) given t = (1 - x)(1 + x), which the caller may know better
+ * (contract 4.3, 3.6). */
+FASTINIT_HD float erfinv_xt_f32(float x, float tt)
 {
-    const float w = -log_f32(fi_mulf(fi_subf(1.0f, x), fi_addf(1.0f, x)));
+    const float w = -log_f32(tt);
     float p, t;
     if (w < ERFINV_SPLIT_F32) {
         t = fi_subf(w, ERFINV_SHIFT_A_F32);
@@ -526,9 +528,9 @@ FASTINIT_HD float erfinv_f32(float x)
     return fi_mulf(p, x);
 }
 
-FASTINIT_HD double erfinv_f64(double x)
+FASTINIT_HD double erfinv_xt_f64(double x, double tt)
 {
-    const double w = -log_f64(fi_mul(fi_sub(1.0, x), fi_add(1.0, x)));
+    const double w = -log_f64(tt);
     double p, t;
     if (w < ERFINV_SPLIT1_F64) {
         t = fi_sub(w, ERFINV_SHIFT_A_F64);
@@ -599,9 +601,19 @@ FASTINIT_HD double erfinv_f64(double x)
     return fi_mul(p, x);
 }
 
+FASTINIT_HD float erfinv_f32(float x)
+{
+    return erfinv_xt_f32(x, fi_mulf(fi_subf(1.0f, x), fi_addf(1.0f, x)));
+}
+
+FASTINIT_HD double erfinv_f64(double x)
+{
+    return erfinv_xt_f64(x, fi_mul(fi_sub(1.0, x), fi_add(1.0, x)));
+}
+
 /* ---- the distributions, one element or pair at a time ------------------------ */
-/* Parameters (lo, d, floor, top, thr), (mean, std) and (el, de, mean, ss, a, b)
- * are the host's (fastinit/_contract.py), already rounded into T. */
+/* Parameters (lo, d, floor, top, thr), (mean, std) and (e0, de, mean, ss, a, b,
+ * tail, sign) are the host's (fastinit/_contract.py), already rounded into T. */
 
 /* uniform(low, high) and masked_uniform (contract 3.3, 3.4): clamp to
  * [floor, top], then 0 where |v| < thr (thr = 0 for plain uniform). */
@@ -665,22 +677,51 @@ FASTINIT_HD normal_pair_f64 box_muller_f64(fi_u32 w0, fi_u32 w1, fi_u32 w2, fi_u
     return out;
 }
 
-/* truncated_normal(mean, std, a, b) (contract 3.6): inverse CDF on Um,
- * clamped to [up(a), down(b)]. */
-FASTINIT_HD float truncated_normal_f32(fi_u32 w, float el, float de, float mean, float ss,
-                                       float a, float b)
+/* truncated_normal(mean, std, a, b) (contract 3.6). Parameters (e0, de, mean,
+ * ss, a, b, tail, sign): y = e0 + de * Um; in the central form (tail = 0)
+ * x = y, clamped inside (-1, 1); in a tail form (tail = 1) y = 1 - |x| is
+ * drawn directly (erfc space), clamped to [TINY, 1]; then
+ * v = mean + ss * (erfinv * sign), clamped to [a, b] = [up(a), down(b)]. */
+#define BELOW_ONE_F32 0.999999940395355224609375f     /* largest float below 1 */
+#define TINY_F32 1.17549435082228750797e-38f          /* smallest normal float */
+#define BELOW_ONE_F64 0.99999999999999988897769753748434595763683319091796875
+#define TINY_F64 2.22507385850720138309e-308
+
+FASTINIT_HD float truncated_normal_f32(fi_u32 w, float e0, float de, float mean, float ss,
+                                       float a, float b, float tail, float sign)
 {
-    const float x = fi_addf(el, fi_mulf(de, uniform_mid_from_bits_f32(w)));
-    float v = fi_addf(mean, fi_mulf(ss, erfinv_f32(x)));
+    float y = fi_addf(e0, fi_mulf(de, uniform_mid_from_bits_f32(w)));
+    float z, v;
+    if (tail > 0.0f) {
+        y = (y < TINY_F32) ? TINY_F32 : y;
+        y = (y > 1.0f) ? 1.0f : y;
+        z = erfinv_xt_f32(fi_subf(1.0f, y), fi_mulf(y, fi_subf(2.0f, y)));
+    } else {
+        y = (y < -BELOW_ONE_F32) ? -BELOW_ONE_F32 : y;
+        y = (y > BELOW_ONE_F32) ? BELOW_ONE_F32 : y;
+        z = erfinv_xt_f32(y, fi_mulf(fi_subf(1.0f, y), fi_addf(1.0f, y)));
+    }
+    v = fi_addf(mean, fi_mulf(ss, fi_mulf(z, sign)));
     v = (v < a) ? a : v;
     return (v > b) ? b : v;
 }
 
-FASTINIT_HD double truncated_normal_f64(fi_u32 lo_word, fi_u32 hi_word, double el, double de,
-                                        double mean, double ss, double a, double b)
+FASTINIT_HD double truncated_normal_f64(fi_u32 lo_word, fi_u32 hi_word, double e0, double de,
+                                        double mean, double ss, double a, double b,
+                                        double tail, double sign)
 {
-    const double x = fi_add(el, fi_mul(de, uniform_mid_from_bits_f64(lo_word, hi_word)));
-    double v = fi_add(mean, fi_mul(ss, erfinv_f64(x)));
+    double y = fi_add(e0, fi_mul(de, uniform_mid_from_bits_f64(lo_word, hi_word)));
+    double z, v;
+    if (tail > 0.0) {
+        y = (y < TINY_F64) ? TINY_F64 : y;
+        y = (y > 1.0) ? 1.0 : y;
+        z = erfinv_xt_f64(fi_sub(1.0, y), fi_mul(y, fi_sub(2.0, y)));
+    } else {
+        y = (y < -BELOW_ONE_F64) ? -BELOW_ONE_F64 : y;
+        y = (y > BELOW_ONE_F64) ? BELOW_ONE_F64 : y;
+        z = erfinv_xt_f64(y, fi_mul(fi_sub(1.0, y), fi_add(1.0, y)));
+    }
+    v = fi_add(mean, fi_mul(ss, fi_mul(z, sign)));
     v = (v < a) ? a : v;
     return (v > b) ? b : v;
 }

@@ -13,7 +13,7 @@
  * s0, s1   stream words: stream mod 2^32, stream >> 32
  * uniform  lo, d, floor, top, thr           (thr = 0: plain uniform)
  * normal   mean, std
- * trunc    el, de, mean, ss, a, b
+ * trunc    e0, de, mean, ss, a, b, tail, sign
  * The parameters are in the compute type (float, or double for f64), made
  * by fastinit/_contract.py exactly as for the CPU kernels.
  *
@@ -70,13 +70,13 @@ struct Normal32 {
 };
 
 struct Trunc32 {
-    float el, de, mean, ss, a, b;
+    float e0, de, mean, ss, a, b, tail, sign;
     FI_DEVICE void operator()(const philox4x32_block& x, float v[4]) const
     {
-        v[0] = truncated_normal_f32(x.x0, el, de, mean, ss, a, b);
-        v[1] = truncated_normal_f32(x.x1, el, de, mean, ss, a, b);
-        v[2] = truncated_normal_f32(x.x2, el, de, mean, ss, a, b);
-        v[3] = truncated_normal_f32(x.x3, el, de, mean, ss, a, b);
+        v[0] = truncated_normal_f32(x.x0, e0, de, mean, ss, a, b, tail, sign);
+        v[1] = truncated_normal_f32(x.x1, e0, de, mean, ss, a, b, tail, sign);
+        v[2] = truncated_normal_f32(x.x2, e0, de, mean, ss, a, b, tail, sign);
+        v[3] = truncated_normal_f32(x.x3, e0, de, mean, ss, a, b, tail, sign);
     }
 };
 
@@ -100,11 +100,11 @@ struct Normal64 {
 };
 
 struct Trunc64 {
-    double el, de, mean, ss, a, b;
+    double e0, de, mean, ss, a, b, tail, sign;
     FI_DEVICE void operator()(const philox4x32_block& x, double v[2]) const
     {
-        v[0] = truncated_normal_f64(x.x0, x.x1, el, de, mean, ss, a, b);
-        v[1] = truncated_normal_f64(x.x2, x.x3, el, de, mean, ss, a, b);
+        v[0] = truncated_normal_f64(x.x0, x.x1, e0, de, mean, ss, a, b, tail, sign);
+        v[1] = truncated_normal_f64(x.x2, x.x3, e0, de, mean, ss, a, b, tail, sign);
     }
 };
 
@@ -320,40 +320,40 @@ fastinit_normal_f64(double* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0
 
 extern "C" __global__ void __launch_bounds__(FILL_THREADS)
 fastinit_trunc_f32(float* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0, fi_u32 k1,
-                   fi_u32 s0, fi_u32 s1, float el, float de, float mean, float ss, float a,
-                   float b)
+                   fi_u32 s0, fi_u32 s1, float e0, float de, float mean, float ss, float a,
+                   float b, float tail, float sign)
 {
-    const Trunc32 gen = {el, de, mean, ss, a, b};
+    const Trunc32 gen = {e0, de, mean, ss, a, b, tail, sign};
     const StoreF32 st = {out};
     fill_blocks4(gen, st, n, offset, k0, k1, s0, s1, FI_TID, FI_NTHREADS);
 }
 
 extern "C" __global__ void __launch_bounds__(FILL_THREADS)
 fastinit_trunc_bf16(fi_u16* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0, fi_u32 k1,
-                    fi_u32 s0, fi_u32 s1, float el, float de, float mean, float ss, float a,
-                    float b)
+                    fi_u32 s0, fi_u32 s1, float e0, float de, float mean, float ss, float a,
+                    float b, float tail, float sign)
 {
-    const Trunc32 gen = {el, de, mean, ss, a, b};
+    const Trunc32 gen = {e0, de, mean, ss, a, b, tail, sign};
     const StoreHalf<ToBF16> st = {out};
     fill_blocks4(gen, st, n, offset, k0, k1, s0, s1, FI_TID, FI_NTHREADS);
 }
 
 extern "C" __global__ void __launch_bounds__(FILL_THREADS)
 fastinit_trunc_f16(fi_u16* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0, fi_u32 k1,
-                   fi_u32 s0, fi_u32 s1, float el, float de, float mean, float ss, float a,
-                   float b)
+                   fi_u32 s0, fi_u32 s1, float e0, float de, float mean, float ss, float a,
+                   float b, float tail, float sign)
 {
-    const Trunc32 gen = {el, de, mean, ss, a, b};
+    const Trunc32 gen = {e0, de, mean, ss, a, b, tail, sign};
     const StoreHalf<ToF16> st = {out};
     fill_blocks4(gen, st, n, offset, k0, k1, s0, s1, FI_TID, FI_NTHREADS);
 }
 
 extern "C" __global__ void __launch_bounds__(FILL_THREADS)
 fastinit_trunc_f64(double* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0, fi_u32 k1,
-                   fi_u32 s0, fi_u32 s1, double el, double de, double mean, double ss,
-                   double a, double b)
+                   fi_u32 s0, fi_u32 s1, double e0, double de, double mean, double ss,
+                   double a, double b, double tail, double sign)
 {
-    const Trunc64 gen = {el, de, mean, ss, a, b};
+    const Trunc64 gen = {e0, de, mean, ss, a, b, tail, sign};
     const StoreF64 st = {out};
     fill_blocks2(gen, st, n, offset, k0, k1, s0, s1, FI_TID, FI_NTHREADS);
 }
@@ -363,7 +363,7 @@ fastinit_trunc_f64(double* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0,
 /* Runs the kernel body for emulated threads 0 .. nthreads - 1 in turn, with the
  * kernels' argument order; kind 0 uniform, 1 normal, 2 trunc; fmt 0 float32,
  * 1 bfloat16, 2 float16, 3 float64 (fastinit/_dispatch.py's KINDS and FMT).
- * params points to 5, 2 or 6 floats (doubles for fmt 3). Returns the number
+ * params points to 5, 2 or 8 floats (doubles for fmt 3). Returns the number
  * of vector stores, or -1 for an unknown kind or fmt. */
 template <class Gen, class Store>
 static void emulate4(const Gen& gen, const Store& st, fi_u64 n, fi_u64 offset, fi_u32 k0,
@@ -418,7 +418,7 @@ extern "C" long long fastinit_emulate_fill(int kind, int fmt, void* out, fi_u64 
             const Normal64 gen = {p[0], p[1]};
             emulate2(gen, st, n, offset, k0, k1, s0, s1, nthreads);
         } else if (kind == 2) {
-            const Trunc64 gen = {p[0], p[1], p[2], p[3], p[4], p[5]};
+            const Trunc64 gen = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
             emulate2(gen, st, n, offset, k0, k1, s0, s1, nthreads);
         } else {
             rc = -1;
@@ -432,7 +432,7 @@ extern "C" long long fastinit_emulate_fill(int kind, int fmt, void* out, fi_u64 
             const Normal32 gen = {p[0], p[1]};
             rc = emulate32(gen, fmt, out, n, offset, k0, k1, s0, s1, nthreads);
         } else if (kind == 2) {
-            const Trunc32 gen = {p[0], p[1], p[2], p[3], p[4], p[5]};
+            const Trunc32 gen = {p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]};
             rc = emulate32(gen, fmt, out, n, offset, k0, k1, s0, s1, nthreads);
         }
     }

@@ -31,7 +31,7 @@ static float element_f32(int kind, uint64_t i, uint32_t k0, uint32_t k1, uint32_
         const normal_pair_f32 pr = box_muller_f32(w[first], w[first + 1], p[0], p[1]);
         return (lane & 1u) ? pr.x1 : pr.x0;
     }
-    return truncated_normal_f32(w[lane], p[0], p[1], p[2], p[3], p[4], p[5]);
+    return truncated_normal_f32(w[lane], p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
 }
 
 /* The float64 value of global element i: words 2i and 2i + 1. */
@@ -49,7 +49,7 @@ static double element_f64(int kind, uint64_t i, uint32_t k0, uint32_t k1, uint32
         return lane ? pr.x1 : pr.x0;
     }
     return truncated_normal_f64(w[2 * lane], w[2 * lane + 1], p[0], p[1], p[2], p[3], p[4],
-                                p[5]);
+                                p[5], p[6], p[7]);
 }
 
 /* Fill out[0..n) with elements offset .. offset + n - 1. Returns 0, or -1 for
@@ -109,6 +109,7 @@ int fastinit_host_constants_f32(float* out)
         ERFINV_B0_F32, ERFINV_B1_F32, ERFINV_B2_F32, ERFINV_B3_F32, ERFINV_B4_F32,
         ERFINV_B5_F32, ERFINV_B6_F32, ERFINV_B7_F32, ERFINV_B8_F32,
         ERFINV_SPLIT_F32, ERFINV_SHIFT_A_F32, ERFINV_SHIFT_B_F32,
+        BELOW_ONE_F32, TINY_F32,
     };
     int i;
     for (i = 0; i < (int)(sizeof c / sizeof c[0]); ++i) out[i] = c[i];
@@ -141,6 +142,7 @@ int fastinit_host_constants_f64(double* out)
         ERFINV_C15_F64, ERFINV_C16_F64,
         ERFINV_SPLIT1_F64, ERFINV_SPLIT2_F64, ERFINV_SHIFT_A_F64, ERFINV_SHIFT_B_F64,
         ERFINV_SHIFT_C_F64,
+        BELOW_ONE_F64, TINY_F64,
     };
     int i;
     for (i = 0; i < (int)(sizeof c / sizeof c[0]); ++i) out[i] = c[i];

@@ -1,0 +1,371 @@
+"""The CUDA path: fastinit's fills on NVIDIA GPUs, through CuPy.
+
+Nothing here runs at ``import fastinit``: the dispatcher imports this module
+when a buffer says it lives on a CUDA device, and CuPy is imported only then.
+
+- **Build.** ``kernels/fill.cu``, with ``kernels/fastinit_philox.cuh``
+  inlined in place of its ``#include`` (:func:`kernel_source`), is compiled
+  by NVRTC through ``cupy.RawModule`` with :data:`OPTIONS`: no fused
+  multiply-add, no flush of subnormals, IEEE division and square root. (The
+  header goes through the ``_rn`` intrinsics anyway, so its values do not
+  depend on ``-fmad``.)
+- **Cache.** One module per device per process (:func:`_function`); CuPy
+  also keeps the compiled binary on disk (``~/.cupy/kernel_cache``), keyed
+  by the source text and the options, so a later process loads it.
+- **Streams.** A torch CUDA tensor is filled on torch's current stream of
+  its device; a CuPy array on CuPy's current stream; any other DLPack
+  producer on CuPy's current stream, which is then synchronized before the
+  call returns. The stream is passed to the producer's ``__dlpack__``, so
+  the producer's pending work on the buffer is ordered before the fill.
+- **Values.** The kernels implement docs/stream.md bit for bit, with the
+  same host-side parameters (``fastinit._contract``) as the CPU kernels, so
+  a GPU fill equals the CPU fill of the same (seed, stream, offset).
+
+The buffer is read through fastinit's own DLPack reader (``_dlpack``)
+rather than ``cupy.from_dlpack``: it keeps bfloat16 (which CuPy before v14
+cannot hold), the DLPack 1.x read-only flag and the same checks as the CPU
+path.
+"""
+
+import functools
+import os
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+from . import _dlpack
+from ._dispatch import FLOAT_DTYPES, FMT, KINDS
+
+HEADER = "fastinit_philox.cuh"
+SOURCE = "fill.cu"
+INCLUDE_LINE = '#include "fastinit_philox.cuh"'
+OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true",
+           "--prec-sqrt=true")
+THREADS = 256            # threads per CUDA block: FILL_THREADS in kernels/fill.cu
+BLOCKS_PER_SM = 8        # grid = min(blocks needed, BLOCKS_PER_SM * multiprocessors)
+PIP_HINT = ("pip install 'fastinit[cuda]' (CuPy for CUDA 12, cupy-cuda12x; "
+            "use cupy-cuda13x for CUDA 13)")
+
+# The kernels of kernels/fill.cu, by (kernel, dtype name).
+KERNELS = {
+    ("uniform", "float32"): "fastinit_uniform_f32",
+    ("uniform", "bfloat16"): "fastinit_uniform_bf16",
+    ("uniform", "float16"): "fastinit_uniform_f16",
+    ("uniform", "float64"): "fastinit_uniform_f64",
+    ("normal", "float32"): "fastinit_normal_f32",
+    ("normal", "bfloat16"): "fastinit_normal_bf16",
+    ("normal", "float16"): "fastinit_normal_f16",
+    ("normal", "float64"): "fastinit_normal_f64",
+    ("trunc", "float32"): "fastinit_trunc_f32",
+    ("trunc", "bfloat16"): "fastinit_trunc_bf16",
+    ("trunc", "float16"): "fastinit_trunc_f16",
+    ("trunc", "float64"): "fastinit_trunc_f64",
+}
+# How many parameters each kernel takes after (out, n, offset, k0, k1, s0, s1).
+N_PARAMS = {"uniform": 5, "normal": 2, "trunc": 8}
+# Control words (fastinit._contract.ctl_words; kernels.cpu.CTL_*) the kernels use.
+CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1 = range(5)
+
+
+class CudaUnavailableError(ValueError):
+    """A CUDA buffer or device was asked for, and CuPy or a device is missing."""
+
+
+# --- CuPy and devices ---------------------------------------------------------------
+def _cupy():
+    try:
+        import cupy
+    except Exception as exc:   # ImportError, or a broken CUDA installation
+        raise CudaUnavailableError(
+            f"fastinit's CUDA path needs CuPy, which could not be imported ({exc}): "
+            f"{PIP_HINT}") from exc
+    return cupy
+
+
+def _check_device(cupy, device_id):
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:   # CUDARuntimeError: no driver, no device
+        raise CudaUnavailableError(f"no CUDA device is available to CuPy ({exc})") from exc
+    if not 0 <= device_id < count:
+        raise CudaUnavailableError(f"CUDA device {device_id} does not exist "
+                                   f"({count} device(s) present)")
+
+
+def parse_device(device):
+    """The device id of ``"cuda"`` (the current device) or ``"cuda:N"``."""
+    if isinstance(device, str):
+        if device == "cuda":
+            return None
+        if device.startswith("cuda:") and device[5:].isdigit():
+            return int(device[5:])
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+# --- source and modules ---------------------------------------------------------------
+def kernel_dir():
+    """The folder holding fill.cu and the header (the package ``fastinit.kernels``)."""
+    from . import kernels
+    return os.path.dirname(os.path.abspath(kernels.__file__))
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_source():
+    """fill.cu with the header inlined: the exact text NVRTC compiles.
+
+    Inlining (rather than an include path) makes CuPy's on-disk cache key
+    cover the header too.
+    """
+    folder = kernel_dir()
+    with open(os.path.join(folder, HEADER), encoding="utf-8") as f:
+        header = f.read()
+    with open(os.path.join(folder, SOURCE), encoding="utf-8") as f:
+        fill = f.read()
+    if fill.count(INCLUDE_LINE) != 1:
+        raise RuntimeError(f"{SOURCE} must include {HEADER} exactly once")
+    return fill.replace(INCLUDE_LINE,
+                        f"/* ---- {HEADER}, inlined by fastinit/cuda.py ---- */\n{header}\n"
+                        f"/* ---- end of {HEADER} ---- */", 1)
+
+
+_lock = threading.Lock()
+_modules = {}            # device id -> cupy.RawModule
+_functions = {}          # (device id, kernel name) -> cupy.RawKernel
+_max_blocks = {}         # device id -> grid size cap
+
+
+def _function(cupy, device_id, name):
+    """The kernel ``name`` on ``device_id``, compiled once per device (memoized)."""
+    key = (device_id, name)
+    fn = _functions.get(key)
+    if fn is not None:
+        return fn
+    with _lock:
+        fn = _functions.get(key)
+        if fn is None:
+            with cupy.cuda.Device(device_id):
+                module = _modules.get(device_id)
+                if module is None:
+                    module = cupy.RawModule(code=kernel_source(), options=OPTIONS)
+                    _modules[device_id] = module
+                fn = module.get_function(name)
+                if device_id not in _max_blocks:
+                    sms = cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
+                    _max_blocks[device_id] = max(1, int(sms) * BLOCKS_PER_SM)
+            _functions[key] = fn
+    return fn
+
+
+# --- launching --------------------------------------------------------------------------
+def fill_cuda(kernel, ptr, n, dtype_name, ctl, params, *, device_id, stream):
+    """Launch ``kernel`` over ``n`` elements of ``dtype_name`` at device pointer ``ptr``.
+
+    ``ctl`` holds the control words of ``fastinit._contract.ctl_words``
+    (offset, key and stream words), ``params`` the distribution's parameters
+    in the compute type, as the CPU kernels take them; ``stream`` is the
+    CuPy stream to launch on. Returns without waiting for the kernel.
+    """
+    cupy = _cupy()
+    n = int(n)
+    if n <= 0:
+        return
+    name = KERNELS[(kernel, dtype_name)]
+    compute = np.float64 if dtype_name == "float64" else np.float32
+    params = np.asarray(params)
+    if params.dtype != compute or params.shape != (N_PARAMS[kernel],):
+        raise RuntimeError(f"{kernel} expects {N_PARAMS[kernel]} {np.dtype(compute).name} "
+                           f"parameters, got {params.dtype} {params.shape}: the host "
+                           f"contract and kernels/fill.cu disagree")
+    offset = int(ctl[CTL_OFFSET])
+    lanes = 2 if dtype_name == "float64" else 4
+    blocks = (offset + n - 1) // lanes - offset // lanes + 1
+    args = (np.uint64(ptr), np.uint64(n), np.uint64(offset),
+            np.uint32(ctl[CTL_K0]), np.uint32(ctl[CTL_K1]),
+            np.uint32(ctl[CTL_S0]), np.uint32(ctl[CTL_S1])) + tuple(params)
+    with cupy.cuda.Device(device_id):
+        fn = _function(cupy, device_id, name)
+        grid = max(1, min(-(-blocks // THREADS), _max_blocks[device_id]))
+        with stream:
+            fn((grid,), (THREADS,), args)
+
+
+def launch(kernel, target, ctl_for, params):
+    """The dispatcher's entry (``fastinit._dispatch.launch``) for a :class:`CudaTarget`."""
+    ctl = ctl_for(FMT[target.name], 1, KINDS[kernel])
+    fill_cuda(kernel, target.ptr, target.size, target.name, ctl, params,
+              device_id=target.device_id, stream=target.stream)
+    if target.sync:
+        target.stream.synchronize()
+
+
+# --- buffers ------------------------------------------------------------------------------
+class _StreamHandle:
+    """A raw stream pointer, as the CUDA stream protocol (``__cuda_stream__``) wants it."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    def __cuda_stream__(self):
+        return (0, self.ptr)
+
+
+def _external_stream(cupy, ptr, device_id):
+    """A CuPy stream object for a stream pointer that another library owns."""
+    if ptr == 0:
+        return cupy.cuda.Stream.null
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)    # CuPy >= 14
+    if from_external is not None:
+        try:
+            return from_external(_StreamHandle(ptr))
+        except Exception:
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")    # deprecated in CuPy 14 for from_external
+        return cupy.cuda.ExternalStream(ptr, device_id)
+
+
+def _is_torch(out):
+    return type(out).__module__.startswith("torch") and "torch" in sys.modules
+
+
+def _launch_stream(cupy, out, device_id):
+    """(CuPy stream to fill on, the ``stream`` for ``__dlpack__``, sync after the fill)."""
+    if _is_torch(out):
+        torch = sys.modules["torch"]
+        ptr = torch.cuda.current_stream(device_id).cuda_stream
+        return _external_stream(cupy, ptr, device_id), (ptr or 1), False
+    with cupy.cuda.Device(device_id):
+        stream = cupy.cuda.get_current_stream()
+    # 0 is the legacy default stream, which DLPack spells 1
+    return stream, (stream.ptr or 1), not isinstance(out, cupy.ndarray)
+
+
+class _ExportFailed(Exception):
+    pass
+
+
+class _Export:
+    """``out`` with ``stream`` passed to its ``__dlpack__`` (for ``_dlpack.consume``)."""
+
+    def __init__(self, obj, stream):
+        self._obj, self._stream = obj, stream
+
+    def __dlpack__(self, max_version=None):
+        if max_version is not None:
+            try:
+                return self._obj.__dlpack__(stream=self._stream, max_version=max_version)
+            except TypeError:
+                pass           # a producer older than DLPack 1.0: no max_version
+            except Exception as exc:
+                raise _ExportFailed(exc) from exc
+        try:
+            return self._obj.__dlpack__(stream=self._stream)
+        except Exception as exc:
+            raise _ExportFailed(exc) from exc
+
+
+class _CudaBits:
+    """The buffer's bits, enough for ``fastinit.constant`` (``.dtype``, ``.fill``)."""
+
+    def __init__(self, target, dtype):
+        self._target, self.dtype = target, np.dtype(dtype)
+
+    def fill(self, value):
+        t = self._target
+        cupy = _cupy()
+        value = self.dtype.type(np.asarray(value).item())
+        with cupy.cuda.Device(t.device_id):
+            mem = cupy.cuda.UnownedMemory(t.ptr, t.size * self.dtype.itemsize, t.owner,
+                                          t.device_id)
+            arr = cupy.ndarray((t.size,), dtype=self.dtype,
+                               memptr=cupy.cuda.MemoryPointer(mem, 0))
+            with t.stream:
+                arr.fill(value)
+        if t.sync:
+            t.stream.synchronize()
+
+
+class CudaTarget:
+    """A checked, writable, C-contiguous float buffer in CUDA memory."""
+
+    is_cuda = True
+    __slots__ = ("ptr", "device_id", "stream", "sync", "owner", "bits", "name", "compute",
+                 "size", "shape", "dtype")
+
+    def __init__(self, view, device_id, stream, sync):
+        self.ptr, self.device_id, self.stream, self.sync = view.pointer, device_id, stream, sync
+        self.owner = view.owner          # keeps the producer's export alive
+        self.name, self.compute, bits_type = FLOAT_DTYPES[view.dtype]
+        self.shape, self.dtype = tuple(view.shape), view.dtype
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.bits = _CudaBits(self, bits_type)
+
+
+def as_target(out):
+    """The checked :class:`CudaTarget` over a CUDA DLPack producer; raises before any write."""
+    cupy = _cupy()
+    device_type, device_id = out.__dlpack_device__()
+    device_id = int(device_id)
+    _check_device(cupy, device_id)
+    stream, stream_arg, sync = _launch_stream(cupy, out, device_id)
+    try:
+        view = _dlpack.consume(_Export(out, stream_arg))
+    except _ExportFailed as exc:
+        raise ValueError(f"out (a CUDA buffer) could not be exported through DLPack: "
+                         f"{exc.__cause__}") from exc.__cause__
+    if view.device_type not in (_dlpack.KDL_CUDA, _dlpack.KDL_CUDA_MANAGED):
+        raise ValueError(f"out says it lives on CUDA device {device_id}, but exported "
+                         f"memory of DLPack device type {view.device_type}")
+    if view.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out must hold float16, bfloat16, float32 or float64, "
+                        f"got {view.dtype}")
+    if view.read_only:
+        raise ValueError("out is read-only")
+    if not view.c_contiguous:
+        raise ValueError(f"out must be C-contiguous (element strides {view.strides} for "
+                         f"shape {view.shape}); use a framework adapter such as "
+                         f"fastinit.torch for views")
+    if view.pointer % view.dtype.itemsize:
+        raise ValueError(f"out's data pointer {view.pointer:#x} is not aligned to its "
+                         f"{view.dtype.itemsize}-byte elements")
+    return CudaTarget(view, device_id, stream, sync)
+
+
+def empty(shape, dtype, device, align):
+    """``fastinit.empty(..., device="cuda")``: an uninitialized CuPy array.
+
+    ``shape`` (a tuple), ``dtype`` (a NumPy dtype) and ``align`` are checked
+    by the caller. CuPy's allocations start on 512-byte boundaries; a larger
+    ``align`` is met by over-allocating.
+    """
+    device_id = parse_device(device)
+    try:
+        cupy = _cupy()
+    except CudaUnavailableError as exc:
+        raise CudaUnavailableError(f"device={device!r}: {exc}") from exc
+    if device_id is None:
+        try:
+            device_id = cupy.cuda.runtime.getDevice()
+        except Exception as exc:
+            raise CudaUnavailableError(f"device={device!r}: no CUDA device is available "
+                                       f"to CuPy ({exc})") from exc
+    try:
+        _check_device(cupy, device_id)
+    except CudaUnavailableError as exc:
+        raise CudaUnavailableError(f"device={device!r}: {exc}") from exc
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    with cupy.cuda.Device(device_id):
+        raw = cupy.empty(nbytes, dtype=cupy.uint8)
+        if raw.data.ptr % align:
+            raw = cupy.empty(nbytes + align, dtype=cupy.uint8)
+            start = (-raw.data.ptr) % align
+            raw = raw[start:start + nbytes]
+        try:
+            arr = raw.view(dtype)
+        except Exception as exc:   # bfloat16 before CuPy 14
+            raise TypeError(f"CuPy {cupy.__version__} cannot hold {dtype.name} arrays; "
+                            f"use CuPy >= 14, or a torch tensor "
+                            f"(torch.empty(..., device='cuda'))") from exc
+        return arr.reshape(shape)
