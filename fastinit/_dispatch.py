@@ -11,6 +11,7 @@ import numba
 import numpy as np
 
 from . import _dlpack
+from .kernels import _config   # picks the threading layer before anyone starts Numba's
 
 FLOAT_DTYPES = {
     np.dtype(np.float32): ("float32", np.float32, np.uint32),
@@ -117,6 +118,21 @@ def _kernels():
     return _cpu
 
 
+def _thread_safe():
+    """Whether parallel launches may run concurrently.
+
+    If something started Numba's thread pool before fastinit chose TBB, the
+    layer actually running decides; an unsafe one gets the lock.
+    """
+    if not _config.THREAD_SAFE:
+        return False
+    try:
+        layer = numba.threading_layer()
+    except ValueError:                 # no parallel launch yet: ours will be used
+        return True
+    return layer in ("tbb", "omp")
+
+
 def launch(kernel, target, ctl_for, params):
     """Run ``kernel`` (``"uniform"``, ``"normal"`` or ``"trunc"``) over ``target``.
 
@@ -133,8 +149,7 @@ def launch(kernel, target, ctl_for, params):
         cpu.fill_serial(target.bits, ctl_for(FMT[target.name], 1, kind), params)
         return
     ctl = ctl_for(FMT[target.name], numba.get_num_threads() * CHUNKS_PER_THREAD, kind)
-    from .kernels import _config
-    if _config.THREAD_SAFE:
+    if _thread_safe():
         cpu.fill_parallel(target.bits, ctl, params)
     else:
         with _config.KERNEL_LOCK:

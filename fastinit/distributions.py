@@ -28,7 +28,11 @@ def _fill(out, kernel, params_for, seed, stream, offset):
 
 
 def uniform(out, low=0.0, high=1.0, *, seed=None, stream=0, offset=0):
-    """Fill ``out`` with U[low, high): ``low + (high - low) * u``, u = k 2^-24 (2^-53)."""
+    """Fill ``out`` with U[low, high): ``low + (high - low) * u``, u = k 2^-24 (2^-53).
+
+    float16 and bfloat16 hold the float32 values rounded, so they can equal
+    ``high`` (docs/stream.md 3.8).
+    """
     low, high = C.check_real("low", low), C.check_real("high", high)
 
     def params(t):
