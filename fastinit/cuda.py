@@ -5,13 +5,18 @@ when a buffer says it lives on a CUDA device, and CuPy is imported only then.
 
 - **Build.** ``kernels/fill.cu``, with ``kernels/fastinit_philox.cuh``
   inlined in place of its ``#include`` (:func:`kernel_source`), is compiled
-  by NVRTC through ``cupy.RawModule`` with :data:`OPTIONS`: no fused
-  multiply-add, no flush of subnormals, IEEE division and square root. (The
-  header goes through the ``_rn`` intrinsics anyway, so its values do not
-  depend on ``-fmad``.)
-- **Cache.** One module per device per process (:func:`_function`); CuPy
-  also keeps the compiled binary on disk (``~/.cupy/kernel_cache``), keyed
-  by the source text and the options, so a later process loads it.
+  by NVRTC (``cupy.cuda.nvrtc``) with :data:`OPTIONS`: no fused
+  multiply-add, no flush of subnormals, IEEE division and square root, to a
+  cubin for the device's architecture (:func:`build_binary`). The header
+  goes through the ``_rn`` intrinsics, so its values do not depend on
+  ``-fmad``; flush-to-zero would change them, and ``cupy.RawModule(code=...)``
+  always adds ``-ftz=true``, hence NVRTC directly.
+- **Cache and load.** The binary is kept in :func:`cache_dir` under a name
+  that hashes the source, the options, the architecture and NVRTC's
+  version, so later processes skip NVRTC; it is loaded with
+  ``cupy.RawModule(path=...)`` once per device per process, and a
+  self-check kernel then confirms that subnormals survive and nothing was
+  contracted (:func:`_selfcheck`).
 - **Streams.** A torch CUDA tensor is filled on torch's current stream of
   its device; a CuPy array on CuPy's current stream; any other DLPack
   producer on CuPy's current stream, which is then synchronized before the
@@ -28,8 +33,10 @@ path.
 """
 
 import functools
+import hashlib
 import os
 import sys
+import tempfile
 import threading
 import warnings
 
@@ -44,7 +51,7 @@ INCLUDE_LINE = '#include "fastinit_philox.cuh"'
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true",
            "--prec-sqrt=true")
 THREADS = 256            # threads per CUDA block: FILL_THREADS in kernels/fill.cu
-BLOCKS_PER_SM = 8        # grid = min(blocks needed, BLOCKS_PER_SM * multiprocessors)
+BLOCKS_PER_SM = 4        # resident blocks per multiprocessor if the occupancy query fails
 PIP_HINT = ("pip install 'fastinit[cuda]' (CuPy for CUDA 12, cupy-cuda12x; "
             "use cupy-cuda13x for CUDA 13)")
 
@@ -115,8 +122,8 @@ def kernel_dir():
 def kernel_source():
     """fill.cu with the header inlined: the exact text NVRTC compiles.
 
-    Inlining (rather than an include path) makes CuPy's on-disk cache key
-    cover the header too.
+    Inlining (rather than an include path) needs no include path at run
+    time and makes the cache key (:func:`_module_file`) cover the header.
     """
     folder = kernel_dir()
     with open(os.path.join(folder, HEADER), encoding="utf-8") as f:
@@ -132,30 +139,136 @@ def kernel_source():
 
 _lock = threading.Lock()
 _modules = {}            # device id -> cupy.RawModule
-_functions = {}          # (device id, kernel name) -> cupy.RawKernel
-_max_blocks = {}         # device id -> grid size cap
+_functions = {}          # (device id, kernel name) -> (cupy.RawKernel, grid cap)
+
+
+def build_binary(arch, target="cubin"):
+    """Compile :func:`kernel_source` with NVRTC for compute capability ``arch`` ("90").
+
+    Returns (bytes, "cubin" or "ptx"). ``target="cubin"`` falls back to PTX
+    for the newest architecture NVRTC knows when it does not know ``arch``
+    (the driver then compiles the PTX). Needs CuPy, not a GPU.
+
+    NVRTC is called directly, not through ``cupy.RawModule(code=...)``:
+    CuPy appends ``-ftz=true`` to the options of every module it compiles,
+    which would flush subnormals and break the contract.
+    """
+    cupy = _cupy()
+    nvrtc = cupy.cuda.nvrtc
+    arch = int(arch)
+    attempts = [(f"-arch=sm_{arch}", "cubin")] if target == "cubin" else []
+    try:
+        known = [a for a in nvrtc.getSupportedArchs() if a <= arch]
+    except Exception:
+        known = []
+    attempts.append((f"-arch=compute_{max(known) if known else arch}", "ptx"))
+    errors = []
+    for arch_option, kind in attempts:
+        prog = nvrtc.createProgram(kernel_source(), SOURCE, (), ())
+        try:
+            nvrtc.compileProgram(prog, list(OPTIONS) + [arch_option])
+            return (nvrtc.getCUBIN(prog) if kind == "cubin" else nvrtc.getPTX(prog)), kind
+        except nvrtc.NVRTCError as exc:
+            try:
+                log = nvrtc.getProgramLog(prog)
+            except Exception:
+                log = ""
+            errors.append(f"{arch_option}: {exc}\n{log}")
+        finally:
+            nvrtc.destroyProgram(prog)
+    raise RuntimeError("NVRTC could not compile fastinit's CUDA kernels:\n" + "\n".join(errors))
+
+
+def cache_dir():
+    """Where compiled kernels are kept: $FASTINIT_CACHE_DIR, else ~/.cache/fastinit/cuda."""
+    root = os.environ.get("FASTINIT_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                 ".cache")
+        root = os.path.join(base, "fastinit", "cuda")
+    return root
+
+
+def _module_file(cupy, arch):
+    """The compiled module for ``arch``: from the disk cache, or built and stored there.
+
+    The file name hashes the source (header included), the options, the
+    architecture and NVRTC's version.
+    """
+    try:
+        version = cupy.cuda.nvrtc.getVersion()
+    except Exception:
+        version = None
+    key = hashlib.sha256(repr((kernel_source(), OPTIONS, str(arch), version))
+                         .encode()).hexdigest()[:32]
+    folder = cache_dir()
+    for kind in ("cubin", "ptx"):
+        path = os.path.join(folder, f"fill-{arch}-{key}.{kind}")
+        if os.path.exists(path):
+            return path
+    data, kind = build_binary(arch)
+    name = f"fill-{arch}-{key}.{kind}"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=name, dir=folder)
+    except OSError:                      # no writable cache: keep it for this process
+        folder = tempfile.mkdtemp(prefix="fastinit-cuda-")
+        fd, tmp = tempfile.mkstemp(prefix=name, dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    path = os.path.join(folder, name)
+    os.replace(tmp, path)                # atomic: a concurrent process sees all or nothing
+    return path
+
+
+SELFCHECK = [2, 3, 1, 0, 0x80000001]     # kernels/fill.cu, fastinit_selfcheck
+
+
+def _selfcheck(cupy, module):
+    """Refuse a module built with flush-to-zero or contraction (see fill.cu)."""
+    out = cupy.zeros(8, dtype=cupy.uint32)
+    tiny = np.array(1, np.uint32).view(np.float32)[()]
+    a, c = np.float32(1 + 2.0 ** -12), np.float32(-(1 + 2.0 ** -11))
+    module.get_function("fastinit_selfcheck")((1,), (1,), (tiny, a, c, out))
+    got = [int(v) for v in cupy.asnumpy(out)[:len(SELFCHECK)]]
+    if got != SELFCHECK:
+        raise RuntimeError(f"fastinit's CUDA kernels were built with flush-to-zero or fused "
+                           f"multiply-add (self-check {got} != {SELFCHECK}); remove "
+                           f"{cache_dir()} and report this")
+
+
+def _grid_cap(cupy, device, fn):
+    """Blocks that fill every multiprocessor once (a full wave): the grid-stride
+    loop then gives every thread the same number of Philox blocks, give or take one."""
+    sms = int(device.attributes["MultiProcessorCount"])
+    try:
+        resident = cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+            fn.kernel.ptr, THREADS, 0)
+    except Exception:
+        resident = 0
+    return max(1, sms * (int(resident) if resident > 0 else BLOCKS_PER_SM))
 
 
 def _function(cupy, device_id, name):
-    """The kernel ``name`` on ``device_id``, compiled once per device (memoized)."""
+    """(kernel ``name`` on ``device_id``, its grid cap); the module loads once per device."""
     key = (device_id, name)
-    fn = _functions.get(key)
-    if fn is not None:
-        return fn
+    hit = _functions.get(key)
+    if hit is not None:
+        return hit
     with _lock:
-        fn = _functions.get(key)
-        if fn is None:
+        hit = _functions.get(key)
+        if hit is None:
             with cupy.cuda.Device(device_id):
+                device = cupy.cuda.Device(device_id)
                 module = _modules.get(device_id)
                 if module is None:
-                    module = cupy.RawModule(code=kernel_source(), options=OPTIONS)
+                    module = cupy.RawModule(path=_module_file(cupy, device.compute_capability))
+                    _selfcheck(cupy, module)
                     _modules[device_id] = module
                 fn = module.get_function(name)
-                if device_id not in _max_blocks:
-                    sms = cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
-                    _max_blocks[device_id] = max(1, int(sms) * BLOCKS_PER_SM)
-            _functions[key] = fn
-    return fn
+                hit = (fn, _grid_cap(cupy, device, fn))
+            _functions[key] = hit
+    return hit
 
 
 # --- launching --------------------------------------------------------------------------
@@ -185,8 +298,8 @@ def fill_cuda(kernel, ptr, n, dtype_name, ctl, params, *, device_id, stream):
             np.uint32(ctl[CTL_K0]), np.uint32(ctl[CTL_K1]),
             np.uint32(ctl[CTL_S0]), np.uint32(ctl[CTL_S1])) + tuple(params)
     with cupy.cuda.Device(device_id):
-        fn = _function(cupy, device_id, name)
-        grid = max(1, min(-(-blocks // THREADS), _max_blocks[device_id]))
+        fn, cap = _function(cupy, device_id, name)
+        grid = max(1, min(-(-blocks // THREADS), cap))
         with stream:
             fn((grid,), (THREADS,), args)
 

@@ -10,8 +10,9 @@
  *
  * - under CUDA every +, -, *, / and sqrt goes through the _rn intrinsics
  *   (__fadd_rn, __dmul_rn, ...), which are never contracted into an FMA
- *   whatever -fmad says; still compile with -ftz=false (the default;
- *   --use_fast_math turns it on and breaks subnormal outputs);
+ *   whatever -fmad says; still compile with -ftz=false (nvcc's and NVRTC's
+ *   default; --use_fast_math turns it on, and so does cupy.RawModule(code=...),
+ *   which appends -ftz=true: fastinit/cuda.py calls NVRTC itself);
  * - in plain C/C++ the operations are the language's own: compile with
  *   -ffp-contract=off and without -ffast-math on a target whose float
  *   evaluation method is 0 (SSE2 or any 64-bit target), both checked below
@@ -37,7 +38,7 @@
 #error "fastinit_philox.cuh: -ffast-math breaks the stream contract; compile without it"
 #endif
 #if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
-#error "fastinit_philox.cuh: needs FLT_EVAL_METHOD 0 (SSE2 float arithmetic, e.g. -msse2 -mfpmath=sse)"
+#error "fastinit_philox.cuh: needs FLT_EVAL_METHOD 0 (SSE2 arithmetic: -msse2 -mfpmath=sse)"
 #endif
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
@@ -199,9 +200,18 @@ FASTINIT_HD fi_i64 k53(fi_u32 lo, fi_u32 hi)
 }
 
 /* U in [0, 1), U1 in (0, 1], Um in (0, 1): T(k), T(k + 1), T(k | 1) times 2^-B. */
-FASTINIT_HD float uniform_from_bits_f32(fi_u32 w) { return fi_mulf((float)k24(w), TWO_M24_F32); }
-FASTINIT_HD float uniform1_from_bits_f32(fi_u32 w) { return fi_mulf((float)(k24(w) + 1), TWO_M24_F32); }
-FASTINIT_HD float uniform_mid_from_bits_f32(fi_u32 w) { return fi_mulf((float)(k24(w) | 1), TWO_M24_F32); }
+FASTINIT_HD float uniform_from_bits_f32(fi_u32 w)
+{
+    return fi_mulf((float)k24(w), TWO_M24_F32);
+}
+FASTINIT_HD float uniform1_from_bits_f32(fi_u32 w)
+{
+    return fi_mulf((float)(k24(w) + 1), TWO_M24_F32);
+}
+FASTINIT_HD float uniform_mid_from_bits_f32(fi_u32 w)
+{
+    return fi_mulf((float)(k24(w) | 1), TWO_M24_F32);
+}
 FASTINIT_HD double uniform_from_bits_f64(fi_u32 lo, fi_u32 hi)
 {
     return fi_mul((double)k53(lo, hi), TWO_M53_F64);

@@ -24,9 +24,10 @@
  * uint2, double2) when the destination is aligned for it; blocks at the
  * edges and misaligned buffers are stored element by element.
  *
- * fastinit/cuda.py compiles this file with NVRTC (the header inlined) and
- * launches FILL_THREADS threads per CUDA block. Compiled as plain C++
- * (no CUDA compiler), the same loop bodies run on the host through
+ * fastinit/cuda.py compiles this file with NVRTC (the header inlined; no
+ * -ftz=true, no fast math) and launches FILL_THREADS threads per CUDA
+ * block. Compiled as plain C++ (no CUDA compiler), the same loop bodies run
+ * on the host through
  * fastinit_emulate_fill, one emulated thread after another: the CPU tests
  * check the kernels' index and store logic that way.
  */
@@ -244,6 +245,19 @@ FI_DEVICE void fill_blocks2(const Gen& gen, const StoreF64& st, fi_u64 n, fi_u64
 /* ---- the kernels ---------------------------------------------------------------- */
 #define FI_TID ((fi_u64)blockIdx.x * blockDim.x + threadIdx.x)
 #define FI_NTHREADS ((fi_u64)gridDim.x * blockDim.x)
+
+/* Run once per loaded module by fastinit/cuda.py: the build must keep
+ * subnormals (no -ftz=true, which CuPy's RawModule(code=...) would add) and
+ * must not contract a * b + c. With tiny = 2^-149 (bits 1), a = 1 + 2^-12
+ * and c = -(1 + 2^-11), out must read {2, 3, 1, 0, 0x80000001}. */
+extern "C" __global__ void fastinit_selfcheck(float tiny, float a, float c, fi_u32* out)
+{
+    out[0] = fi_f32_bits(fi_addf(tiny, tiny));
+    out[1] = fi_f32_bits(fi_mulf(tiny, 3.0f));
+    out[2] = (tiny > 0.0f) ? 1u : 0u;
+    out[3] = fi_f32_bits(fi_addf(fi_mulf(a, a), c));
+    out[4] = fi_f32_bits(-tiny);
+}
 
 extern "C" __global__ void __launch_bounds__(FILL_THREADS)
 fastinit_uniform_f32(float* __restrict__ out, fi_u64 n, fi_u64 offset, fi_u32 k0, fi_u32 k1,

@@ -1,0 +1,151 @@
+"""The CUDA sources compile cleanly, with no GPU needed.
+
+- kernels/fill.cu compiles to PTX for sm_80 and sm_90 with nvcc, warnings
+  as errors, when nvcc is on PATH; so does the exact text fastinit/cuda.py
+  hands NVRTC (the header inlined); the PTX has every kernel, no fused
+  multiply-add and no flush-to-zero, whatever -fmad says; ptxas finds no
+  spills or local memory;
+- the same text compiles with NVRTC through CuPy (fastinit.cuda.build_binary)
+  when CuPy and NVRTC are installed;
+- kernels/fastinit_philox.cuh compiles as C99 and as C++ with
+  -Wall -Wextra -Werror.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNELS = os.path.join(ROOT, "kernels")
+FILL = os.path.join(KERNELS, "fill.cu")
+ENTRIES = {f"fastinit_{k}_{d}" for k in ("uniform", "normal", "trunc")
+           for d in ("f32", "bf16", "f16", "f64")} | {"fastinit_selfcheck"}
+
+USE_HEADER = r"""
+#include "fastinit_philox.cuh"
+int use_header(void);
+int use_header(void)
+{
+    const philox4x32_block b = philox4x32(1u, 2u, 3u, 4u, 5u, 6u);
+    const normal_pair_f32 p = box_muller_f32(b.x0, b.x1, 0.0f, 1.0f);
+    const normal_pair_f64 q = box_muller_f64(b.x0, b.x1, b.x2, b.x3, 0.0, 1.0);
+    const float t = truncated_normal_f32(b.x2, -0.9f, 1.8f, 0.0f, 1.4f, -2.0f, 2.0f, 0.0f, 1.0f);
+    const double u = truncated_normal_f64(b.x0, b.x3, 1e-3, 2e-3, 0.0, 1.4, 3.0, 4.0, 1.0, -1.0);
+    return (int)bf16_bits(p.x0 + t) + (int)f16_bits(masked_uniform_f32(b.x3, -1.0f, 2.0f,
+                                                                         -1.0f, 0.99f, 0.1f))
+           + (int)(q.x1 + u + erfinv_f64(0.5) + (double)erfinv_f32(-0.25f)
+                   + masked_uniform_f64(b.x0, b.x1, 0.0, 1.0, 0.0, 0.99, 0.0)
+                   + (double)log_f32(0.5f) + log_f64(0.25));
+}
+"""
+
+
+def _run(args, cwd=None):
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=cwd)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _nvcc():
+    path = shutil.which("nvcc")
+    if path is None:
+        pytest.skip("nvcc is not on PATH")
+    return path
+
+
+def _ptx_body(ptx):
+    """PTX without comments (the compiler's banner)."""
+    return "\n".join(line for line in ptx.splitlines() if not line.lstrip().startswith("//"))
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("fmad", ["false", "true"])
+def test_fill_cu_to_ptx(tmp_path, arch, fmad):
+    out = tmp_path / "fill.ptx"
+    rc, log = _run([_nvcc(), "-ptx", f"-arch={arch}", f"-fmad={fmad}", "-std=c++14",
+                    "-Werror", "all-warnings", FILL, "-o", str(out)])
+    assert rc == 0 and "warning" not in log.lower(), log
+    ptx = _ptx_body(out.read_text())
+    assert set(re.findall(r"\.entry\s+(\w+)\(", ptx)) == ENTRIES
+    assert not re.search(r"\bfma\.", ptx), "a multiply-add was contracted"
+    assert ".ftz" not in ptx, "subnormals are flushed"
+
+
+def test_ptx_does_not_depend_on_fmad(tmp_path):
+    nvcc, texts = _nvcc(), []
+    for fmad in ("false", "true"):
+        out = tmp_path / f"fill_{fmad}.ptx"
+        rc, log = _run([nvcc, "-ptx", "-arch=sm_90", f"-fmad={fmad}", FILL, "-o", str(out)])
+        assert rc == 0, log
+        texts.append(_ptx_body(out.read_text()))
+    assert texts[0] == texts[1]
+
+
+def test_nvrtc_source_with_nvcc(tmp_path):
+    """The text fastinit/cuda.py compiles (header inlined) builds with nvcc too."""
+    from fastinit import cuda
+    src = tmp_path / "fill_inlined.cu"
+    src.write_text(cuda.kernel_source())
+    out = tmp_path / "fill_inlined.ptx"
+    rc, log = _run([_nvcc(), "-ptx", "-arch=sm_90", "-fmad=false", "-std=c++14", "-Werror",
+                    "all-warnings", str(src), "-o", str(out)], cwd=str(tmp_path))
+    assert rc == 0 and "warning" not in log.lower(), log
+    assert set(re.findall(r"\.entry\s+(\w+)\(", out.read_text())) == ENTRIES
+
+
+def test_no_spills_or_local_memory(tmp_path):
+    out = tmp_path / "fill.cubin"
+    rc, log = _run([_nvcc(), "-cubin", "-arch=sm_90", "-fmad=false", "-Xptxas",
+                    "-v,-warn-spills,-warn-lmem-usage,-Werror", FILL, "-o", str(out)])
+    assert rc == 0, log
+    assert "bytes spill" not in log or not re.search(r"[1-9]\d* bytes spill", log), log
+    assert not re.search(r"[1-9]\d* bytes stack frame", log), log
+
+
+def test_nvrtc_build():
+    """The real build path (NVRTC through CuPy, no -ftz): cubin for sm_80/sm_90, PTX clean."""
+    try:
+        from cupy.cuda import nvrtc
+        nvrtc.getVersion()
+    except Exception as exc:
+        pytest.skip(f"CuPy's NVRTC is not available ({exc})")
+    from fastinit import cuda
+    for arch in ("80", "90"):
+        data, kind = cuda.build_binary(arch)
+        assert kind == "cubin"
+        assert all(name.encode() in data for name in ENTRIES)
+    ptx, kind = cuda.build_binary("90", target="ptx")
+    body = _ptx_body(ptx.decode().rstrip("\0"))
+    assert kind == "ptx" and ".ftz" not in body and not re.search(r"\bfma\.", body)
+    assert set(re.findall(r"\.entry\s+(\w+)\(", body)) == ENTRIES
+
+
+@pytest.mark.parametrize("lang", ["c99", "c++"])
+def test_header_compiles_warning_free(tmp_path, lang):
+    if lang == "c99":
+        compiler = shutil.which("cc")
+        flags = ["-std=c99", "-pedantic", "-x", "c"]
+    else:
+        compiler = shutil.which("c++")
+        flags = ["-x", "c++"]
+    if compiler is None:
+        pytest.skip(f"no compiler for {lang}")
+    src = tmp_path / "use_header.c"
+    src.write_text(USE_HEADER)
+    rc, log = _run([compiler, *flags, "-Wall", "-Wextra", "-Werror", "-O2",
+                    "-ffp-contract=off", "-I", KERNELS, "-c", str(src),
+                    "-o", str(tmp_path / "use_header.o")])
+    assert rc == 0, log
+
+
+def test_header_refuses_fast_math(tmp_path):
+    compiler = shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no cc")
+    src = tmp_path / "use_header.c"
+    src.write_text(USE_HEADER)
+    rc, log = _run([compiler, "-std=c99", "-ffast-math", "-I", KERNELS, "-c", str(src),
+                    "-o", str(tmp_path / "x.o")])
+    assert rc != 0 and "fast-math" in log
