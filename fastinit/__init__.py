@@ -9,7 +9,7 @@ see docs/stream.md. Typical use::
     fi.kaiming_uniform(w, a=5 ** 0.5, seed=0)
 """
 
-from ._contract import DEFAULT_SEED, STREAM_VERSION, initial_seed, manual_seed
+from ._contract import DEFAULT_SEED, STREAM_VERSION, initial_seed, manual_seed, stream_for
 from .buffers import empty
 from .distributions import (constant, masked_uniform, normal, ones, truncated_normal,
                             uniform, zeros)
@@ -26,7 +26,7 @@ def to_torch(x):
 
 
 __all__ = [
-    "STREAM_VERSION", "DEFAULT_SEED", "manual_seed", "initial_seed", "empty",
+    "STREAM_VERSION", "DEFAULT_SEED", "manual_seed", "initial_seed", "stream_for", "empty",
     "uniform", "normal", "truncated_normal", "masked_uniform", "constant", "zeros", "ones",
     "fans", "calculate_gain", "xavier_uniform", "xavier_normal", "kaiming_uniform",
     "kaiming_normal", "lecun_uniform", "lecun_normal", "variance_scaling", "to_torch",

@@ -7,6 +7,7 @@ docs/stream.md (section 3.2) says.
 """
 
 import functools
+import hashlib
 import math
 import numbers
 import threading
@@ -73,6 +74,16 @@ def take_stream():
             raise OverflowError("the process-wide generator has used all 2**64 streams")
         _state["next_stream"] = s + 1
         return _state["seed"], s
+
+
+def stream_for(name):
+    """The stream of a named tensor: BLAKE2b with an 8-byte digest of the
+    UTF-8 name, read as a little-endian unsigned integer. Used wherever a
+    tensor's values must not depend on the order tensors are filled in."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def check_range(offset, size):
