@@ -1,0 +1,246 @@
+"""DTensor parameters: each rank fills only its shard, with the full tensor's values.
+
+Two process groups (world sizes 2 and 4) on the gloo backend, started with
+torch.multiprocessing.spawn; every rank compares ``full_tensor()`` with a
+single-process fill of the same shape, seed and stream, bit for bit.
+"""
+
+import datetime
+import math
+import os
+import socket
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import fastinit.torch as ft
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bits(t):
+    t = t.detach().contiguous()
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def assert_bit_equal(a, b, what):
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    assert torch.equal(bits(a), bits(b)), what
+
+
+class Counting:
+    """Stands in for the ``fastinit`` module inside fastinit.torch: counts the
+    elements each fill writes, so a test can see that a rank filled only its shard."""
+
+    def __init__(self, real):
+        self.real, self.elements = real, 0
+
+    def __getattr__(self, name):
+        fn = getattr(self.real, name)
+        if not callable(fn):
+            return fn
+
+        def wrapped(out, *args, **kw):
+            self.elements += out.numel() if hasattr(out, "numel") and callable(out.numel) \
+                else out.size
+            return fn(out, *args, **kw)
+        return wrapped
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 6, padding_idx=7)     # 11 rows: uneven on 2 and 4
+        self.l1 = nn.Linear(6, 10)
+        self.norm = nn.LayerNorm(10)
+        self.l2 = nn.Linear(10, 3)                           # 3 rows: an empty shard on 4
+
+    def forward(self, idx):
+        return self.l2(self.norm(self.l1(self.embed(idx))))
+
+
+def _dtensor(shape, mesh, placements, dtype=torch.float32):
+    from torch.distributed.tensor import distribute_tensor
+    return distribute_tensor(torch.zeros(shape, dtype=dtype), mesh, placements,
+                             src_data_rank=None)
+
+
+def _check(fill, shape, mesh, placements, what, dtype=torch.float32, expect_local=None):
+    """fill(tensor) on a DTensor and on a plain tensor; full tensors bit equal."""
+    d = _dtensor(shape, mesh, placements, dtype)
+    local = d.to_local()
+    ptr = local.data_ptr()
+    counter = Counting(ft.fi)
+    real, ft.fi = ft.fi, counter
+    try:
+        assert fill(d) is d
+    finally:
+        ft.fi = real
+    assert d.to_local().data_ptr() == ptr, what               # in place
+    if expect_local == "exact":                                # one pass over the shard
+        assert counter.elements == local.numel(), (what, counter.elements, local.numel())
+    ref = torch.empty(shape, dtype=dtype)
+    fill(ref)
+    with torch.no_grad():
+        assert_bit_equal(d.full_tensor(), ref, what)
+
+
+def _scenarios_1d(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Partial, Replicate, Shard
+    mesh = init_device_mesh("cpu", (world,))
+
+    def ku(t):
+        return ft.kaiming_uniform_(t, a=math.sqrt(5), seed=3, stream=1)
+
+    def nrm(t):
+        return ft.normal_(t, 0.0, 0.02, seed=3, stream=2)
+
+    def xn(t):
+        return ft.xavier_normal_(t, seed=4, stream=5)
+
+    for dtype in (torch.float32, torch.bfloat16):
+        _check(ku, (7, 5), mesh, [Shard(0)], f"Shard(0) uneven {dtype}", dtype, "exact")
+        _check(nrm, (9, 3), mesh, [Shard(0)], f"Shard(0) normal odd offsets {dtype}", dtype,
+               "exact")
+    _check(ku, (5, 9), mesh, [Shard(1)], "Shard(1) uneven, short rows")
+    _check(nrm, (3, 10001), mesh, [Shard(1)], "Shard(1) long rows", expect_local="exact")
+    _check(xn, (4, 6, 3, 3), mesh, [Shard(1)], "Shard(1) of a conv weight")
+    _check(xn, (4, 6, 3, 3), mesh, [Shard(2)], "Shard(2) of a conv weight")
+    _check(nrm, (13,), mesh, [Shard(0)], "1-D Shard(0)", expect_local="exact")
+    _check(ku, (6, 4), mesh, [Replicate()], "Replicate")
+    _check(lambda t: ft.trunc_normal_(t, std=0.02, a=-0.04, b=0.04, seed=1), (2, 50),
+           mesh, [Shard(0)], "empty shards", expect_local="exact")
+    _check(lambda t: ft.constant_(t, 0.5), (5, 5), mesh, [Shard(1)], "constant")
+
+    # unseeded: every rank takes the same process-wide stream
+    import fastinit as fi
+    fi.manual_seed(99)
+    d = _dtensor((6, 7), mesh, [Shard(1)])
+    ft.normal_(d)
+    fi.manual_seed(99)
+    ref = torch.empty(6, 7)
+    ft.normal_(ref)
+    with torch.no_grad():
+        assert_bit_equal(d.full_tensor(), ref, "unseeded")
+    fi.manual_seed(fi.DEFAULT_SEED)
+
+    # fans come from the global shape: a (8, 4) weight sharded on dim 1 has fan_in 4
+    d = _dtensor((8, 4), mesh, [Shard(1)])
+    ft.kaiming_uniform_(d, a=math.sqrt(5), seed=0)
+    assert float(d.to_local().abs().max()) <= 1 / math.sqrt(4)
+    assert float(d.to_local().abs().max()) > 1 / math.sqrt(4) * 0.5
+
+    from torch.distributed.tensor import DTensor
+    p = DTensor.from_local(torch.zeros(3, 3), mesh, [Partial()])
+    with pytest.raises(ValueError, match="Partial"):
+        ft.normal_(p, seed=0)
+
+
+def _scenarios_2d(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard
+    mesh = init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("dp", "tp"))
+
+    def ku(t):
+        return ft.kaiming_uniform_(t, seed=8, stream=3)
+
+    def nrm(t):
+        return ft.normal_(t, 1.0, 0.5, seed=8, stream=4)
+    for placements in ([Shard(0), Shard(1)], [Shard(1), Shard(0)], [Replicate(), Shard(1)],
+                       [Shard(0), Replicate()], [Shard(0), Shard(0)], [Shard(1), Shard(1)]):
+        for shape in ((9, 7), (16, 8), (5, 3, 4)):
+            _check(ku, shape, mesh, placements, f"2-D mesh {placements} {shape}")
+            _check(nrm, shape, mesh, placements, f"2-D mesh normal {placements} {shape}",
+                   torch.bfloat16)
+
+
+def _scenarios_fsdp(rank, world):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+    mesh = init_device_mesh("cpu", (world,))
+    with torch.device("meta"):
+        model = Tiny()
+    fully_shard(model.l1, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    assert all(isinstance(p, DTensor) for p in model.parameters())
+    r = ft.materialize(model, "cpu", seed=21)
+    assert not r.unmatched
+    ref = Tiny()
+    ft.init_module(ref, seed=21)
+    with torch.no_grad():
+        for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+            assert isinstance(p, DTensor) and not p.to_local().is_meta, name
+            assert_bit_equal(p.full_tensor(), q, f"FSDP2 {name}")
+    assert bool((ref.embed.weight[7] == 0).all())
+    # the sharded model runs and computes what the single-process one computes
+    idx = torch.tensor([[1, 7, 3], [10, 0, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), ref(idx))
+    # and init_module on an already materialized FSDP2 model: same values
+    ft.init_module(model, {"l2.weight": "zeros"}, seed=21)
+    with torch.no_grad():
+        assert bool((model.l2.weight.full_tensor() == 0).all())
+        assert_bit_equal(model.l1.weight.full_tensor(), ref.l1.weight, "re-init")
+
+
+def _worker(rank, world, port, names):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        for name in names:
+            globals()[name](rank, world)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(world, names, monkeypatch):
+    import torch.multiprocessing as mp
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    mp.spawn(_worker, args=(world, free_port(), names), nprocs=world, join=True)
+
+
+def test_dtensor_world_2(monkeypatch):
+    _spawn(2, ["_scenarios_1d", "_scenarios_fsdp"], monkeypatch)
+
+
+def test_dtensor_world_4(monkeypatch):
+    _spawn(4, ["_scenarios_1d", "_scenarios_2d", "_scenarios_fsdp"], monkeypatch)
+
+
+def test_block_fill_without_processes():
+    """The shard arithmetic alone: every block of a tensor, filled by offsets,
+    equals the same slice of the full fill (fast, single process)."""
+    full = torch.empty(6, 5, 7)
+    ft.normal_(full, seed=2, stream=3)
+    for starts, lshape in [((0, 0, 0), (6, 5, 7)), ((2, 0, 0), (3, 5, 7)),
+                           ((1, 2, 0), (4, 3, 7)), ((0, 1, 3), (6, 2, 4)),
+                           ((5, 4, 6), (1, 1, 1)), ((0, 0, 0), (0, 5, 7))]:
+        for slack in (0, 1 << 20):                      # per-row and whole-row modes
+            buf = torch.empty(lshape)
+            old = ft.SPAN_SLACK
+            ft.SPAN_SLACK = slack
+            try:
+                ft._block_fill(buf, (6, 5, 7), starts, lshape,
+                               lambda b, off, seed, stream: ft.fi.normal(
+                                   b, seed=seed, stream=stream, offset=off), 2, 3)
+            finally:
+                ft.SPAN_SLACK = old
+            sl = tuple(slice(s, s + n) for s, n in zip(starts, lshape))
+            assert_bit_equal(buf, full[sl], (starts, lshape, slack))
