@@ -157,6 +157,9 @@ def configure_parser(parser):
                         help="also write the rows and machine information as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats, for smoke tests")
+    parser.add_argument("--plot", metavar="PATH", default=None,
+                        help="also draw throughput against size, log-log, one line per "
+                             "implementation, to PATH (.png, .svg or .pdf; needs matplotlib)")
     return parser
 
 
@@ -192,6 +195,7 @@ def resolve_config(args, parser):
         "per_call": QUICK_PER_CALL if quick else PER_CALL,
         "quick": quick,
         "json": args.json,
+        "plot": getattr(args, "plot", None),
     }
     max_threads = numba.config.NUMBA_NUM_THREADS
     if cfg["threads"] is None:
@@ -209,6 +213,13 @@ def resolve_config(args, parser):
         if not os.access(os.path.dirname(path), os.W_OK) or \
                 (os.path.exists(path) and not os.access(path, os.W_OK)):
             parser.error(f"--json {cfg['json']!r} is not writable")
+    if cfg["plot"] is not None:
+        from . import plot
+        problem = plot.check_path(cfg["plot"])
+        if problem is None and not plot.available():
+            problem = "needs matplotlib, which is not installed: pip install 'fastinit[plot]'"
+        if problem:
+            parser.error(f"--plot {problem}")
     avail = _mem_available()
     if avail is not None:
         need = max(cfg["sizes"]) * max(ITEMSIZE[d] for d in cfg["dtypes"])
@@ -232,6 +243,15 @@ def run(args, parser):
             json.dump(result, f, indent=1)
             f.write("\n")
         print(f"wrote {cfg['json']}", file=sys.stderr)
+    if cfg.get("plot") is not None:
+        from . import plot
+        try:
+            plot.plot_bench(result, cfg["plot"])
+        except (OSError, ValueError) as exc:
+            print(f"fastinit bench: error: cannot write the plot {cfg['plot']!r}: {exc}",
+                  file=sys.stderr)
+            return 1
+        print(f"wrote {cfg['plot']}", file=sys.stderr)
     return 0
 
 

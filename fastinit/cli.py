@@ -18,6 +18,7 @@ import sys
 
 COMMANDS = {
     "bench": "fastinit.bench",
+    "checkpoint": "fastinit.checkpoint",
 }
 
 
