@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: a CPU build; a looser pin pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,tensorflow,jax]'
 	touch $(STAMP)
 
 .PHONY: install test bench clean
@@ -18,6 +18,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q bench --benchmark-disable
 
 bench: $(STAMP)
 	$(PY) -m fastinit bench

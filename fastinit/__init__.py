@@ -25,9 +25,22 @@ def to_torch(x):
     return convert(x)
 
 
+def to_tensorflow(x):
+    """A tf.Tensor sharing ``x``'s memory (NumPy incl. bfloat16, cupy or DLPack), zero copy."""
+    from .interop import to_tensorflow as convert
+    return convert(x)
+
+
+def to_jax(x):
+    """A jax.Array sharing ``x``'s memory (NumPy incl. bfloat16, cupy or DLPack), zero copy."""
+    from .interop import to_jax as convert
+    return convert(x)
+
+
 __all__ = [
     "STREAM_VERSION", "DEFAULT_SEED", "manual_seed", "initial_seed", "stream_for", "empty",
     "uniform", "normal", "truncated_normal", "masked_uniform", "constant", "zeros", "ones",
     "fans", "calculate_gain", "xavier_uniform", "xavier_normal", "kaiming_uniform",
     "kaiming_normal", "lecun_uniform", "lecun_normal", "variance_scaling", "to_torch",
+    "to_tensorflow", "to_jax",
 ]
