@@ -21,7 +21,7 @@ FLOAT_DTYPES = {
 }
 KINDS = {"uniform": 0, "normal": 1, "trunc": 2}                  # kernels.cpu.KIND_*
 FMT = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}  # kernels.cpu.FMT_*
-PARALLEL_MIN = 1 << 15      # below this many elements a fill runs on one thread
+PARALLEL_MIN = 1 << 17      # below this, one thread: waking the pool costs 20-300 us
 CHUNKS_PER_THREAD = 8       # tiles are dealt out in this many chunks per thread
 
 

@@ -698,7 +698,7 @@ def measure_per_call(batches, per_batch, torch_peer):
     if torch_peer is not None:
         t = torch_peer.torch.empty(PER_CALL_SIZE, dtype=torch_peer.torch.float32)
         t2 = torch_peer.torch.empty(PER_CALL_SIZE, dtype=torch_peer.torch.float32)
-        fns += [("fastinit_on_torch", "fastinit.uniform (torch tensor, via DLPack)",
+        fns += [("fastinit_on_torch", "fastinit.uniform (torch tensor)",
                  lambda: fi.uniform(t2, 0.0, 1.0, seed=SEED)),
                 ("torch", "Tensor.uniform_", lambda: t.uniform_(0.0, 1.0))]
 
