@@ -109,7 +109,7 @@ def plot_bench(result, path, *, title=None, dpi=110):
     if refs:
         handles.append(Line2D([], [], color="0.55", linestyle="--", marker=".",
                               label="zero fill (write bw)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3 * nc),
                frameon=False)
     m = result.get("machine", {})
     if title is None:
