@@ -95,6 +95,12 @@ def as_target(out):
         view = _dlpack.consume(out)
     except (RuntimeError, BufferError, TypeError) as exc:
         raise TypeError(f"out could not be exported through DLPack: {exc}") from exc
+    check_view(view)
+    return _check_array(view.numpy())
+
+
+def check_view(view):
+    """The checks of a DLPack view that every device shares; raises."""
     if view.dtype not in FLOAT_DTYPES:
         raise TypeError(f"out must hold float16, bfloat16, float32 or float64, "
                         f"got {view.dtype}")
@@ -104,7 +110,6 @@ def as_target(out):
         raise ValueError(f"out must be C-contiguous (element strides {view.strides} for "
                          f"shape {view.shape}); use a framework adapter such as "
                          f"fastinit.torch for views")
-    return _check_array(view.numpy())
 
 
 _cpu = None

@@ -43,7 +43,7 @@ import warnings
 import numpy as np
 
 from . import _dlpack
-from ._dispatch import FLOAT_DTYPES, FMT, KINDS
+from ._dispatch import FLOAT_DTYPES, FMT, KINDS, check_view
 
 HEADER = "fastinit_philox.cuh"
 SOURCE = "fill.cu"
@@ -431,15 +431,7 @@ def as_target(out):
     if view.device_type not in (_dlpack.KDL_CUDA, _dlpack.KDL_CUDA_MANAGED):
         raise ValueError(f"out says it lives on CUDA device {device_id}, but exported "
                          f"memory of DLPack device type {view.device_type}")
-    if view.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"out must hold float16, bfloat16, float32 or float64, "
-                        f"got {view.dtype}")
-    if view.read_only:
-        raise ValueError("out is read-only")
-    if not view.c_contiguous:
-        raise ValueError(f"out must be C-contiguous (element strides {view.strides} for "
-                         f"shape {view.shape}); use a framework adapter such as "
-                         f"fastinit.torch for views")
+    check_view(view)
     if view.pointer % view.dtype.itemsize:
         raise ValueError(f"out's data pointer {view.pointer:#x} is not aligned to its "
                          f"{view.dtype.itemsize}-byte elements")
