@@ -150,6 +150,8 @@ def model_bench(args):
           f"   (materialize vs to_empty + reset_parameters)")
     print(f"  re-init of the allocated model       {tf2:9.2f} s {ts2:9.2f} s {ts2 / tf2:6.2f} x"
           f"   (init_module vs reset_parameters)")
+    print("  every run (s): materialize " + " ".join(f"{t:.2f}" for t in fast)
+          + " | to_empty + reset_parameters " + " ".join(f"{t:.2f}" for t in slow))
     print(f"  peak RSS growth during materialize {grew / 1e9:.2f} GB for a "
           f"{size / 1e9:.2f} GB model ({grew / size:.2f} x)")
 

@@ -69,32 +69,38 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 # Truncated normal (contract 3.6): y = e0 + de * Um. In the central form
 # x = y; in a tail form y = 1 - |x| is drawn directly (erfc space), so a
 # deep tail keeps its relative precision. y is clamped so log's argument
-# stays a normal float and x never reaches +-1.
+# stays a normal float and x never reaches +-1. The form is the same for the
+# whole fill, so each tile loop is written once per form (a per-element
+# select made LLVM evaluate both erfinv forms for every element).
 BELOW_ONE_F32, TINY_F32 = np.nextafter(F32(1), F32(0)), F32(np.finfo(np.float32).tiny)
 BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64).tiny)
 
 
 @njit(**INLINE)
-def _trunc32(w, e0, de, mean, ss, a, b, tail, sign):
-    y = e0 + de * (to_f32(k24(w) | 1) * TWO_M24)
-    if tail > ZERO_F32:
-        y = _clamp(y, TINY_F32, ONE_F32)
-        z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
-    else:
-        y = _clamp(y, -BELOW_ONE_F32, BELOW_ONE_F32)
-        z = erfinv_xt_f32(y, (ONE_F32 - y) * (ONE_F32 + y))
+def _trunc32_tail(w, e0, de, mean, ss, a, b, sign):
+    y = _clamp(e0 + de * (to_f32(k24(w) | 1) * TWO_M24), TINY_F32, ONE_F32)
+    z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
     return _clamp(mean + ss * (z * sign), a, b)
 
 
 @njit(**INLINE)
-def _trunc64(lo, hi, e0, de, mean, ss, a, b, tail, sign):
-    y = e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53)
-    if tail > ZERO_F64:
-        y = _clamp(y, TINY_F64, ONE_F64)
-        z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
-    else:
-        y = _clamp(y, -BELOW_ONE_F64, BELOW_ONE_F64)
-        z = erfinv_xt_f64(y, (ONE_F64 - y) * (ONE_F64 + y))
+def _trunc32_central(w, e0, de, mean, ss, a, b, sign):
+    y = _clamp(e0 + de * (to_f32(k24(w) | 1) * TWO_M24), -BELOW_ONE_F32, BELOW_ONE_F32)
+    z = erfinv_xt_f32(y, (ONE_F32 - y) * (ONE_F32 + y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _trunc64_tail(lo, hi, e0, de, mean, ss, a, b, sign):
+    y = _clamp(e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53), TINY_F64, ONE_F64)
+    z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign):
+    y = _clamp(e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53), -BELOW_ONE_F64, BELOW_ONE_F64)
+    z = erfinv_xt_f64(y, (ONE_F64 - y) * (ONE_F64 + y))
     return _clamp(mean + ss * (z * sign), a, b)
 
 
@@ -123,12 +129,20 @@ def tile_normal32(vals, fb, nb, k0, k1, s0, s1, p):
 @njit(**SERIAL)
 def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj] = _trunc32(x0, e0, de, mean, ss, a, b, tail, sign)
-        vals[4 * jj + 1] = _trunc32(x1, e0, de, mean, ss, a, b, tail, sign)
-        vals[4 * jj + 2] = _trunc32(x2, e0, de, mean, ss, a, b, tail, sign)
-        vals[4 * jj + 3] = _trunc32(x3, e0, de, mean, ss, a, b, tail, sign)
+    if tail > ZERO_F32:
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[4 * jj] = _trunc32_tail(x0, e0, de, mean, ss, a, b, sign)
+            vals[4 * jj + 1] = _trunc32_tail(x1, e0, de, mean, ss, a, b, sign)
+            vals[4 * jj + 2] = _trunc32_tail(x2, e0, de, mean, ss, a, b, sign)
+            vals[4 * jj + 3] = _trunc32_tail(x3, e0, de, mean, ss, a, b, sign)
+    else:
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[4 * jj] = _trunc32_central(x0, e0, de, mean, ss, a, b, sign)
+            vals[4 * jj + 1] = _trunc32_central(x1, e0, de, mean, ss, a, b, sign)
+            vals[4 * jj + 2] = _trunc32_central(x2, e0, de, mean, ss, a, b, sign)
+            vals[4 * jj + 3] = _trunc32_central(x3, e0, de, mean, ss, a, b, sign)
 
 
 @njit(**SERIAL)
@@ -151,10 +165,16 @@ def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
 @njit(**SERIAL)
 def tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[2 * jj] = _trunc64(x0, x1, e0, de, mean, ss, a, b, tail, sign)
-        vals[2 * jj + 1] = _trunc64(x2, x3, e0, de, mean, ss, a, b, tail, sign)
+    if tail > ZERO_F64:
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[2 * jj] = _trunc64_tail(x0, x1, e0, de, mean, ss, a, b, sign)
+            vals[2 * jj + 1] = _trunc64_tail(x2, x3, e0, de, mean, ss, a, b, sign)
+    else:
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[2 * jj] = _trunc64_central(x0, x1, e0, de, mean, ss, a, b, sign)
+            vals[2 * jj + 1] = _trunc64_central(x2, x3, e0, de, mean, ss, a, b, sign)
 
 
 # --- storing a tile -----------------------------------------------------------
