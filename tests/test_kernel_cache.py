@@ -1,0 +1,58 @@
+"""The Numba disk cache of fastinit.kernels follows every kernel source file.
+
+The kernels of cpu.py inline philox.py, but Numba checks a cached kernel
+only against its own file's stamp: without the package's locator, an edit
+to philox.py alone would keep serving kernels built from the old transforms.
+"""
+
+import os
+import shutil
+
+import pytest
+
+import fastinit as fi
+from fastinit.kernels import _config, cpu
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled():
+    for dt in ("float32", "float64"):
+        fi.uniform(fi.empty(8, dt), seed=1)
+        fi.uniform(fi.empty(1 << 18, dt), seed=1)
+
+
+@pytest.mark.parametrize("kernel", [cpu.fill_serial, cpu.fill_parallel, cpu.tile_uniform32,
+                                    cpu.tile_trunc64, cpu.store32])
+def test_every_kernel_uses_the_package_locator(kernel):
+    loc = kernel._cache._impl._locator
+    assert isinstance(loc, _config._KernelsLocator)
+    # the cache stays where Numba's own choice put it
+    assert os.path.isdir(loc.get_cache_path())
+    own, digest = loc.get_source_stamp()
+    assert own == loc._inner.get_source_stamp()
+    assert digest == _config.sources_digest()
+
+
+def test_functions_outside_the_package_keep_numba_locators(tmp_path):
+    src = tmp_path / "mod.py"
+    src.write_text("def f():\n    return 1\n")
+    assert _config._KernelsLocator.from_function(None, str(src)) is None
+
+
+def test_digest_changes_with_any_kernel_source(tmp_path):
+    for name in os.listdir(_config.KERNELS_DIR):
+        if name.endswith(".py"):
+            shutil.copy(os.path.join(_config.KERNELS_DIR, name), tmp_path / name)
+    d0 = _config.sources_digest(str(tmp_path))
+    assert d0 == _config.sources_digest()
+    (tmp_path / "notes.txt").write_text("not a source")
+    assert _config.sources_digest(str(tmp_path)) == d0
+    philox = tmp_path / "philox.py"
+    text = philox.read_text()
+    philox.write_text(text.replace("PHILOX_ROUNDS = 10", "PHILOX_ROUNDS = 7"))
+    assert _config.sources_digest(str(tmp_path)) != d0
+    philox.write_text(text)
+    assert _config.sources_digest(str(tmp_path)) == d0
+    (tmp_path / "extra.py").write_text("")
+    assert _config.sources_digest(str(tmp_path)) != d0
+
