@@ -1,7 +1,8 @@
 """fastinit.keras and fastinit.jax against Keras's and JAX's own initializers.
 
 One run, one 8192 x 8192 float32 kernel, median wall time of each call
-(after one warm-up call, which also compiles Numba and XLA code):
+after an idle pause and one warm-up call (which also compiles Numba and
+XLA code), theirs first, then fastinit's:
 
 - GlorotUniform and TruncatedNormal: ``fastinit.keras`` vs
   ``keras.initializers`` on the TensorFlow backend (the call returns a
@@ -25,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 GOAL = 5.0
+PAUSE = 0.5     # idle seconds before each block of calls (see block_median)
 
 
 def cpu_seconds():
@@ -39,8 +41,19 @@ def cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), t.user + t.system
 
 
-def median_seconds(fn, reps, ready=lambda r: r):
-    ready(fn())                                  # warm-up: compile, page in
+def block_median(fn, reps, ready=lambda r: r, pause=PAUSE):
+    """Median seconds of ``reps`` back-to-back calls of ``fn``.
+
+    The block starts with ``pause`` seconds of idle and one warm-up call
+    (compiles Numba and XLA code, pages in). The pause keeps one side's
+    leftovers off the other's clock: XLA's and TensorFlow's thread pools keep
+    working for a moment after a call returns (freeing the result, spinning),
+    and a call started at once shares the two cores with them (measured:
+    fastinit's normal took 345 ms right after jax.random.normal and 116 ms
+    after a 0.5 s pause).
+    """
+    time.sleep(pause)
+    ready(fn())
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -88,8 +101,8 @@ def main(argv=None):
     for name, theirs, ours, ready in pairs:
         busy0, own0 = cpu_seconds()
         wall0 = time.perf_counter()
-        t_theirs = median_seconds(theirs, args.reps, ready)
-        t_ours = median_seconds(ours, args.reps, ready)
+        t_theirs = block_median(theirs, args.reps, ready)
+        t_ours = block_median(ours, args.reps, ready)
         busy1, own1 = cpu_seconds()
         wall = time.perf_counter() - wall0
         # CPU time that other processes took while this case ran, in cores

@@ -152,7 +152,8 @@ def test_kernel_constants_are_the_contract_literals():
 # --- 2. fills against the reference, bit for bit --------------------------------
 PARAMS = {
     "uniform": [dict(low=-0.3, high=0.7), dict(low=0.1, high=0.30000000000000004),
-                dict(low=-2.5, high=17.0), dict(low=2.0, high=2.0)],
+                dict(low=-2.5, high=17.0), dict(low=2.0, high=2.0),
+                dict(low=1.0, high=2.0)],     # lo + d * u rounds up to high: clamped
     "masked_uniform": [dict(low=-1.0, high=1.0, threshold=0.3),
                        dict(low=-0.5, high=2.0, threshold=0.1),
                        dict(low=-3.0, high=3.0, threshold=0.0),
