@@ -138,6 +138,20 @@ def _thread_safe():
     return layer in ("tbb", "omp")
 
 
+def fill_constant(target, bits):
+    """Set every element of ``target`` to ``bits`` (a scalar of target.bits' dtype)."""
+    if type(target) is not Target or target.size < PARALLEL_MIN:
+        target.bits.fill(bits)          # CuPy's own fill on a GPU; small CPU fills
+        return
+    cpu = _kernels()
+    chunks = numba.get_num_threads() * CHUNKS_PER_THREAD
+    if _thread_safe():
+        cpu.fill_constant(target.bits, bits, chunks)
+    else:
+        with _config.KERNEL_LOCK:
+            cpu.fill_constant(target.bits, bits, chunks)
+
+
 def launch(kernel, target, ctl_for, params):
     """Run ``kernel`` (``"uniform"``, ``"normal"`` or ``"trunc"``) over ``target``.
 

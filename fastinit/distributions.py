@@ -7,7 +7,7 @@ anything is wrong; only then does it draw its stream and launch.
 import numpy as np
 
 from . import _contract as C
-from ._dispatch import as_target, launch
+from ._dispatch import as_target, fill_constant, launch
 
 
 def _fill(out, kernel, params_for, seed, stream, offset):
@@ -91,7 +91,7 @@ def constant(out, value):
     C.check_fits("value", value, target.dtype)
     if target.size:
         v = np.array(target.compute(value)).astype(target.dtype)
-        target.bits.fill(v.view(target.bits.dtype))
+        fill_constant(target, v.view(target.bits.dtype)[()])
     return out
 
 

@@ -299,3 +299,15 @@ def fill_parallel(out, ctl, p):
         vals = np.empty(TILE, p.dtype)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last)
+
+
+@njit(**PARALLEL)
+def fill_constant(out, v, chunks):
+    """Every element of ``out`` = ``v`` (bits of the same width), in
+    ``chunks`` contiguous pieces spread over the threads: first-touching a
+    fresh buffer from every core is faster than from one."""
+    n = out.size
+    for c in prange(chunks):
+        o = out[c * n // chunks:(c + 1) * n // chunks]
+        for e in range(o.size):
+            o[e] = v

@@ -184,6 +184,21 @@ def test_constant(dtype, value, poisoned):
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=ids)
+def test_large_constant_runs_on_every_thread_and_stays_in_bounds(dtype):
+    """From 2^17 elements the fill runs as a parallel kernel: every element
+    of the view is set, in 8 chunks per thread, and nothing beyond it."""
+    from fastinit._dispatch import PARALLEL_MIN
+    n = PARALLEL_MIN * 3 + 7                      # chunks of unequal length
+    item = np.dtype(dtype).itemsize
+    raw = np.full((n + 40) * item, 0xA5, np.uint8)
+    whole = raw.view(dtype)
+    view = whole[17:17 + n]
+    assert fi.constant(view, -2.5) is view
+    assert np.array_equal(bits(view), bits(expected_constant((n,), -2.5, dtype)))
+    assert (raw[:17 * item] == 0xA5).all() and (raw[(17 + n) * item:] == 0xA5).all()
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=ids)
 def test_zeros_and_ones(dtype, poisoned):
     x = poisoned((7, 9), dtype)
     assert fi.zeros(x) is x
