@@ -5,7 +5,9 @@
    head) built on the meta device, then materialized on the CPU:
    - fastinit: ``fastinit.torch.materialize(model, "cpu", seed=0)`` (default rules:
      the same distributions as each module's reset_parameters);
-   - torch: ``model.to_empty(device="cpu")`` then every module's ``reset_parameters()``.
+   - torch: ``model.to_empty(device="cpu")`` then every module's ``reset_parameters()``;
+   - the floor both pay: ``to_empty`` then ``zeros_`` on every parameter (the
+     kernel providing fresh pages, on every thread).
 2. The twins on one 4096 x 4096 weight against the core fills on a NumPy buffer
    and against torch.nn.init (medians of --repeat runs).
 3. A non-contiguous view (``w.t()``): one temporary and a strided copy.
@@ -117,7 +119,7 @@ def model_bench(args):
     w = torch.empty(64, 64, dtype=dtype)
     ft.normal_(w, seed=0), ft.kaiming_uniform_(w, seed=0), ft.ones_(w)
 
-    fast, slow, fast2, slow2 = [], [], [], []
+    fast, slow, fast2, slow2, floor = [], [], [], [], []
     rss0 = maxrss()
     for i in range(args.model_repeat):
         m = meta_model(cfg, dtype)
@@ -130,6 +132,14 @@ def model_bench(args):
         t0 = time.perf_counter()                     # again, on memory already touched
         ft.init_module(m, seed=0)
         fast2.append(time.perf_counter() - t0)
+        del m
+        gc.collect()
+        m = meta_model(cfg, dtype)                   # the first-touch floor
+        t0 = time.perf_counter()
+        m.to_empty(device="cpu")
+        for p in m.parameters():
+            ft.zeros_(p)
+        floor.append(time.perf_counter() - t0)
         del m
         gc.collect()
         m = meta_model(cfg, dtype)
@@ -150,6 +160,10 @@ def model_bench(args):
           f"   (materialize vs to_empty + reset_parameters)")
     print(f"  re-init of the allocated model       {tf2:9.2f} s {ts2:9.2f} s {ts2 / tf2:6.2f} x"
           f"   (init_module vs reset_parameters)")
+    tz = statistics.median(floor)
+    print(f"  first touch alone: to_empty + zeros_ on every thread {tz:.2f} s "
+          f"(the memory's cost, part of both sides above; materialize minus it: "
+          f"{tf - tz:.2f} s)")
     print("  every run (s): materialize " + " ".join(f"{t:.2f}" for t in fast)
           + " | to_empty + reset_parameters " + " ".join(f"{t:.2f}" for t in slow))
     print(f"  peak RSS growth during materialize {grew / 1e9:.2f} GB for a "
