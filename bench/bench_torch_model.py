@@ -10,7 +10,7 @@
      kernel providing fresh pages, on every thread).
 2. The twins on one 4096 x 4096 weight against the core fills on a NumPy buffer
    and against torch.nn.init (medians of --repeat runs).
-3. A non-contiguous view (``w.t()``): one temporary and a strided copy.
+3. A non-contiguous view (``w.t()``): a scratch filled band by band and a strided copy.
 
     python bench/bench_torch_model.py                  # ~1.1B parameters
     python bench/bench_torch_model.py --params 0.1e9   # a quick run
@@ -210,7 +210,7 @@ def twin_bench(args):
     copy = median_time(lambda: w.t().copy_(tmp), rep)
     print(f"  fastinit normal_ on w               {cont * 1e3:8.1f}")
     print(f"  fastinit normal_ on w.t()           {view * 1e3:8.1f}   "
-          f"(fill a temporary + copy_ into the view)")
+          f"(scratch bands + copy_ into the view)")
     print(f"  of which the strided copy_ alone    {copy * 1e3:8.1f}")
     print(f"  torch.nn.init.normal_ on w.t()      {tv * 1e3:8.1f}")
 

@@ -285,12 +285,38 @@ def _fill_dtensor(tensor, draw, seed, stream):
         local.copy_(tmp)
 
 
+SCRATCH_ELEMENTS = 1 << 18     # a non-contiguous view is filled this much at a time
+
+
+def _fill_through_scratch(t, draw, seed, stream):
+    """Fill the non-contiguous view ``t`` a band of leading-dimension rows at
+    a time: each band is drawn into one small contiguous scratch tensor (it
+    stays in cache and is allocated once) and copied into the view. The
+    values are those of a contiguous tensor of ``t``'s shape: band rows
+    [r0, r1) hold the elements r0 * row .. r1 * row - 1."""
+    n = t.numel()
+    if t.dim() == 0 or n <= SCRATCH_ELEMENTS:
+        tmp = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        draw(_target(tmp), 0, seed, stream)
+        t.copy_(tmp)
+        return
+    rows = t.shape[0]
+    row = n // rows
+    band = max(1, SCRATCH_ELEMENTS // row)
+    scratch = torch.empty((min(band, rows), *t.shape[1:]), dtype=t.dtype, device=t.device)
+    for r0 in range(0, rows, band):
+        r1 = min(rows, r0 + band)
+        tmp = scratch[:r1 - r0]
+        draw(_target(tmp), r0 * row, seed, stream)
+        t[r0:r1].copy_(tmp)
+
+
 def _fill(tensor, draw, seed, stream, fn):
     """Run ``draw(buf, offset, seed, stream)`` over ``tensor``'s memory.
 
     ``buf`` is C-contiguous and element k of it has global index
     offset + k. Plain contiguous tensors are filled in place; a
-    non-contiguous view through one contiguous temporary of its shape; a
+    non-contiguous view through a small contiguous scratch, band by band; a
     DTensor shard by the block of the full tensor it holds.
     """
     if tensor.is_meta:                     # as torch.nn.init: no storage, nothing to draw
@@ -306,9 +332,7 @@ def _fill(tensor, draw, seed, stream, fn):
         err = _overlap_error(t)
         if err is not None:
             raise ValueError(f"fastinit.torch.{fn}: {err}")
-        tmp = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-        draw(_target(tmp), 0, seed, stream)
-        t.copy_(tmp)
+        _fill_through_scratch(t, draw, seed, stream)
     _bump_version(tensor)
     return tensor
 

@@ -122,6 +122,27 @@ def test_noncontiguous_views_get_contiguous_values(dtype):
     assert bool((untouched == 9).all())
 
 
+@pytest.mark.parametrize("shape,view", [
+    ((700, 900), lambda w: w.t()),                       # bands of 291 rows, last one short
+    ((3, 300, 400), lambda w: w.transpose(0, 2)),        # (400, 300, 3): rows of 900
+    ((300_000, 2), lambda w: w[:, :1]),                  # rows of 1 element
+    ((2, 600_000), lambda w: w[:, ::2]),                 # one row is bigger than a band
+], ids=["t", "transpose3d", "column", "strided-rows"])
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
+def test_large_noncontiguous_views_are_filled_band_by_band(shape, view, dtype):
+    """Views above ft.SCRATCH_ELEMENTS go through the scratch in bands of
+    leading rows; the values still equal a contiguous fill of the view's shape."""
+    w = torch.full(shape, 9.0, dtype=dtype)
+    v = view(w)
+    assert not v.is_contiguous() and v.numel() > ft.SCRATCH_ELEMENTS
+    ft.normal_(v, 0.5, 2.0, seed=21, stream=4)
+    want = torch.empty(v.shape, dtype=dtype)
+    ft.normal_(want, 0.5, 2.0, seed=21, stream=4)
+    np.testing.assert_array_equal(bits_t(v), bits_t(want))
+    if v.numel() < w.numel():                               # the other column(s) stay
+        assert bool((w[:, 1::2] == 9).all())
+
+
 def test_fans_of_noncontiguous_view_are_the_views():
     w = torch.empty(20, 50)
     ft.xavier_uniform_(w.t(), seed=1)                   # view shape (50, 20): same fans sum
