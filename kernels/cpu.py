@@ -48,6 +48,8 @@ def _clamp(v, floor, top):
 
 @njit(**INLINE)
 def _uniform(u, lo, d, floor, top, thr, zero):
+    # with thr <= 0 this is _clamp(lo + d * u, floor, top); the tile loops
+    # use that form directly, which spares the compare and select
     v = _clamp(lo + d * u, floor, top)
     return zero if abs(v) < thr else v
 
@@ -109,12 +111,20 @@ def _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign):
 @njit(**SERIAL)
 def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj] = _uniform(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-        vals[4 * jj + 1] = _uniform(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-        vals[4 * jj + 2] = _uniform(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-        vals[4 * jj + 3] = _uniform(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+    if thr > ZERO_F32:              # masked_uniform
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[4 * jj] = _uniform(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+            vals[4 * jj + 1] = _uniform(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+            vals[4 * jj + 2] = _uniform(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+            vals[4 * jj + 3] = _uniform(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
+    else:                           # no threshold: |v| < thr never holds
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[4 * jj] = _clamp(lo + d * (to_f32(k24(x0)) * TWO_M24), floor, top)
+            vals[4 * jj + 1] = _clamp(lo + d * (to_f32(k24(x1)) * TWO_M24), floor, top)
+            vals[4 * jj + 2] = _clamp(lo + d * (to_f32(k24(x2)) * TWO_M24), floor, top)
+            vals[4 * jj + 3] = _clamp(lo + d * (to_f32(k24(x3)) * TWO_M24), floor, top)
 
 
 @njit(**SERIAL)
@@ -148,10 +158,17 @@ def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
 @njit(**SERIAL)
 def tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[2 * jj] = _uniform(to_f64(k53(x0, x1)) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
-        vals[2 * jj + 1] = _uniform(to_f64(k53(x2, x3)) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
+    if thr > ZERO_F64:              # masked_uniform
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[2 * jj] = _uniform(to_f64(k53(x0, x1)) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
+            vals[2 * jj + 1] = _uniform(to_f64(k53(x2, x3)) * TWO_M53, lo, d, floor, top, thr,
+                                        ZERO_F64)
+    else:                           # no threshold: |v| < thr never holds
+        for jj in range(nb):
+            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+            vals[2 * jj] = _clamp(lo + d * (to_f64(k53(x0, x1)) * TWO_M53), floor, top)
+            vals[2 * jj + 1] = _clamp(lo + d * (to_f64(k53(x2, x3)) * TWO_M53), floor, top)
 
 
 @njit(**SERIAL)
