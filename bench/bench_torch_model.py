@@ -120,15 +120,24 @@ def model_bench(args):
     ft.normal_(w, seed=0), ft.kaiming_uniform_(w, seed=0), ft.ones_(w)
 
     fast, slow, fast2, slow2, floor = [], [], [], [], []
+    # peak RSS growth of the process's first materialize (ru_maxrss is a high-water mark)
     rss0 = maxrss()
+    m = meta_model(cfg, dtype)
+    ft.materialize(m, "cpu", seed=0, progress=False)
+    size = sum(p.numel() * p.element_size() for p in m.parameters())
+    grew = maxrss() - rss0
+    del m
+    gc.collect()
+    if args.model_warmup:                  # untimed: the process's first large
+        m = meta_model(cfg, dtype)         # allocations are the slowest on both sides
+        torch_init(m)
+        del m
+        gc.collect()
     for i in range(args.model_repeat):
         m = meta_model(cfg, dtype)
         t0 = time.perf_counter()
         ft.materialize(m, "cpu", seed=0, progress=not args.quiet)
         fast.append(time.perf_counter() - t0)
-        if i == 0:
-            size = sum(p.numel() * p.element_size() for p in m.parameters())
-            grew = maxrss() - rss0
         t0 = time.perf_counter()                     # again, on memory already touched
         ft.init_module(m, seed=0)
         fast2.append(time.perf_counter() - t0)
@@ -165,7 +174,8 @@ def model_bench(args):
           f"(the memory's cost, part of both sides above; materialize minus it: "
           f"{tf - tz:.2f} s)")
     print("  every run (s): materialize " + " ".join(f"{t:.2f}" for t in fast)
-          + " | to_empty + reset_parameters " + " ".join(f"{t:.2f}" for t in slow))
+          + " | to_empty + reset_parameters " + " ".join(f"{t:.2f}" for t in slow)
+          + " | first touch " + " ".join(f"{t:.2f}" for t in floor))
     print(f"  peak RSS growth during materialize {grew / 1e9:.2f} GB for a "
           f"{size / 1e9:.2f} GB model ({grew / size:.2f} x)")
 
@@ -236,6 +246,9 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--model-repeat", type=int, default=1,
                    help="model runs of each kind (median reported)")
+    p.add_argument("--model-warmup", type=int, default=1, choices=(0, 1),
+                   help="1 (default): one untimed round of each kind first (fastinit's "
+                        "also gives the peak-RSS figure); 0: that fastinit round only")
     p.add_argument("--repeat", type=int, default=5, help="runs per 4096 x 4096 timing")
     p.add_argument("--skip-model", action="store_true")
     p.add_argument("--skip-twins", action="store_true")

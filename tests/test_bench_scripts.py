@@ -1,0 +1,45 @@
+"""The framework benchmark scripts in bench/ run end to end on a small size.
+
+They are measured by hand (README, docs/torch.md, docs/keras_jax.md); this
+keeps them from rotting between measurements. No timing is asserted.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def run(script, *args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, script), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_torch_model_bench_small():
+    pytest.importorskip("torch")
+    out = run("bench_torch_model.py", "--params", "0.02e9", "--model-repeat", "1",
+              "--repeat", "1", "--quiet")
+    for line in ("meta -> CPU", "re-init of the allocated model", "first touch alone",
+                 "peak RSS growth", "kaiming_uniform_", "non-contiguous view",
+                 "per-call cost"):
+        assert line in out, out
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None
+                        for m in ("tensorflow", "keras", "jax")),
+                    reason="needs tensorflow, keras and jax (make test installs them)")
+def test_keras_jax_bench_small(tmp_path):
+    out = run("bench_keras_jax.py", "--size", "256", "--reps", "1",
+              "--json", str(tmp_path / "r.json"))
+    for case in ("keras GlorotUniform", "keras TruncatedNormal", "jax normal"):
+        assert case in out, out
+    import json
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert len(rows) == 3 and all(r["fastinit_ms"] > 0 for r in rows)
