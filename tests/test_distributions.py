@@ -196,6 +196,9 @@ def test_large_constant_runs_on_every_thread_and_stays_in_bounds(dtype):
     assert fi.constant(view, -2.5) is view
     assert np.array_equal(bits(view), bits(expected_constant((n,), -2.5, dtype)))
     assert (raw[:17 * item] == 0xA5).all() and (raw[(17 + n) * item:] == 0xA5).all()
+    grid = np.full((600, 300), 7, dtype)                 # 2-D, above the threshold too
+    fi.constant(grid, 0.75)
+    assert np.array_equal(bits(grid), bits(expected_constant((600, 300), 0.75, dtype)))
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=ids)
