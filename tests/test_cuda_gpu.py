@@ -206,6 +206,24 @@ def test_torch_kaiming_on_cuda_matches_cpu():
     assert torch.equal(t.cpu().view(torch.int16), ref.view(torch.int16))
 
 
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_torch_twin_on_large_cuda_view_matches_cpu(dtype_name):
+    """fastinit.torch on a non-contiguous CUDA view above the scratch size:
+    the bands are drawn on the GPU and copied into the view, and the values
+    equal the same call on a CPU view."""
+    if torch is None or not torch.cuda.is_available():
+        pytest.skip("torch with CUDA is not installed")
+    import fastinit.torch as ft
+    dt = TORCH[dtype_name]
+    g = torch.full((700, 900), 9.0, dtype=dt, device="cuda")
+    c = torch.full((700, 900), 9.0, dtype=dt)
+    assert g.t().numel() > ft.SCRATCH_ELEMENTS
+    ft.normal_(g.t(), 0.5, 2.0, seed=21, stream=4)
+    ft.normal_(c.t(), 0.5, 2.0, seed=21, stream=4)
+    bits = torch.int16 if dt == torch.bfloat16 else torch.int32
+    assert torch.equal(g.cpu().view(bits), c.view(bits))
+
+
 # --- the generator against cuRAND ---------------------------------------------------------
 CURAND_SRC = r"""
 #include <curand_kernel.h>
