@@ -19,7 +19,7 @@ from numba.extending import overload
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfinv_xt_f32, erfinv_xt_f64,
-                     f16_bits, f32_bits, f64_bits, k24, k53, log_f32, log_f64,
+                     f16_bits, f32_bits, f64_bits, k24, k24_u32, k53, log_f32, log_f64,
                      philox4x32, to_f32, to_f64)
 
 TILE = 2048                  # elements per tile: a multiple of 4
@@ -30,6 +30,8 @@ ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
 ONE_F64, TWO_F64 = F64(1.0), F64(2.0)
 ZERO_F64 = F64(0.0)
 MINUS2_F32 = F32(-2.0)
+I32_ONE = np.int32(1)
+U32 = np.uint32
 MINUS2_F64 = F64(-2.0)
 
 
@@ -56,8 +58,9 @@ def _uniform(u, lo, d, floor, top, thr, zero):
 
 @njit(**INLINE)
 def _normal_pair32(wa, wb, mean, std):
-    r = np.sqrt(MINUS2_F32 * log_f32(to_f32(k24(wa) + 1) * TWO_M24))
-    c, s = cossin2pi_f32(k24(wb))
+    """From two uint32 words: all-32-bit work, so the loop runs 16 lanes wide."""
+    r = np.sqrt(MINUS2_F32 * log_f32(to_f32(k24_u32(wa) + I32_ONE) * TWO_M24))
+    c, s = cossin2pi_f32(k24_u32(wb))
     return mean + std * (r * c), mean + std * (r * s)
 
 
@@ -128,12 +131,19 @@ def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
 
 
 @njit(**SERIAL)
-def tile_normal32(vals, fb, nb, k0, k1, s0, s1, p):
+def tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p):
+    # Two loops: Philox into 32-bit words (64-bit lanes), then the transform
+    # on 32-bit lanes only, which LLVM vectorizes twice as wide as it would
+    # inside the Philox loop (float32 normal 12-20% faster on one thread).
     mean, std = p
     for jj in range(nb):
         x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj], vals[4 * jj + 1] = _normal_pair32(x0, x1, mean, std)
-        vals[4 * jj + 2], vals[4 * jj + 3] = _normal_pair32(x2, x3, mean, std)
+        words[4 * jj] = U32(x0)
+        words[4 * jj + 1] = U32(x1)
+        words[4 * jj + 2] = U32(x2)
+        words[4 * jj + 3] = U32(x3)
+    for q in range(2 * nb):
+        vals[2 * q], vals[2 * q + 1] = _normal_pair32(words[2 * q], words[2 * q + 1], mean, std)
 
 
 @njit(**SERIAL)
@@ -226,11 +236,11 @@ KIND_UNIFORM, KIND_NORMAL, KIND_TRUNC = 0, 1, 2
 
 
 @njit(**INLINE)
-def _tile32(kind, vals, fb, nb, k0, k1, s0, s1, p):
+def _tile32(kind, vals, words, fb, nb, k0, k1, s0, s1, p):
     if kind == KIND_UNIFORM:
         tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p)
     elif kind == KIND_NORMAL:
-        tile_normal32(vals, fb, nb, k0, k1, s0, s1, p)
+        tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p)
     else:
         tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p)
 
@@ -259,31 +269,34 @@ def _tile_span(ctl, tile, last, pb):
 
 
 @njit(**INLINE)
-def _fill_tile32(out, ctl, p, vals, tile, last):
+def _fill_tile32(out, ctl, p, vals, words, tile, last):
     fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-    _tile32(ctl[CTL_KIND], vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+    _tile32(ctl[CTL_KIND], vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
     store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
 @njit(**INLINE)
-def _fill_tile64(out, ctl, p, vals, tile, last):
+def _fill_tile64(out, ctl, p, vals, words, tile, last):
     fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
     _tile64(ctl[CTL_KIND], vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
     store64(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-def _fill_tile(out, ctl, p, vals, tile, last):
-    """Compute one tile and store its part of the fill (chosen by precision)."""
+def _fill_tile(out, ctl, p, vals, words, tile, last):
+    """Compute one tile and store its part of the fill (chosen by precision).
+
+    ``vals`` (TILE values) and ``words`` (TILE uint32 scratch) belong to
+    the calling thread."""
 
 
 @overload(_fill_tile, inline="always")
-def _fill_tile_for(out, ctl, p, vals, tile, last):
+def _fill_tile_for(out, ctl, p, vals, words, tile, last):
     if p.dtype == types.float64:
-        def fill_tile(out, ctl, p, vals, tile, last):
-            _fill_tile64(out, ctl, p, vals, tile, last)
+        def fill_tile(out, ctl, p, vals, words, tile, last):
+            _fill_tile64(out, ctl, p, vals, words, tile, last)
     else:
-        def fill_tile(out, ctl, p, vals, tile, last):
-            _fill_tile32(out, ctl, p, vals, tile, last)
+        def fill_tile(out, ctl, p, vals, words, tile, last):
+            _fill_tile32(out, ctl, p, vals, words, tile, last)
     return fill_tile
 
 
@@ -299,8 +312,9 @@ def fill_serial(out, ctl, p):
     last = offset + np.uint64(out.size - 1)
     t_first = offset // TILE_U
     vals = np.empty(TILE, p.dtype)
+    words = np.empty(TILE, np.uint32)
     for t in range(np.int64(last // TILE_U - t_first) + 1):
-        _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last)
+        _fill_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
 
 
 @njit(**PARALLEL)
@@ -314,8 +328,9 @@ def fill_parallel(out, ctl, p):
     nchunks = min(ntiles, np.int64(ctl[CTL_CHUNKS]))
     for c in prange(nchunks):
         vals = np.empty(TILE, p.dtype)
+        words = np.empty(TILE, np.uint32)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            _fill_tile(out, ctl, p, vals, t_first + np.uint64(t), last)
+            _fill_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
 
 
 @njit(**PARALLEL)

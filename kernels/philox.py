@@ -85,6 +85,8 @@ bits_f64 = _bitcast_to(types.float64)  # 64 bits -> float64
 # --- bits to uniforms (contract 3.1) -----------------------------------------
 F32 = np.float32
 F64 = np.float64
+I32 = np.int32
+U32 = np.uint32
 TWO_M24 = F32(2.0 ** -24)
 TWO_M53 = F64(2.0 ** -53)
 SHIFT8 = np.uint64(8)
@@ -95,6 +97,12 @@ SHIFT11 = np.uint64(11)
 def k24(w):
     """The 24 uniform bits of a 32-bit word, as int64."""
     return np.int64(w >> SHIFT8)
+
+
+@njit(**INLINE)
+def k24_u32(w):
+    """The 24 uniform bits of a uint32 word, as int32."""
+    return I32(w >> U32(8))
 
 
 @njit(**INLINE)
@@ -137,13 +145,17 @@ TWO_F64 = F64(2.0)
 
 @njit(**INLINE)
 def log_f32(x):
-    """Natural log of a normal float32 in (0, 1]."""
-    b = np.int64(f32_bits(x))
-    e = ((b >> 23) & 0xFF) - 127
-    m = bits_f32((b & 0x7FFFFF) | 0x3F800000)
+    """Natural log of a normal float32 in (0, 1].
+
+    The integer work is in int32 (exact: x's bits are positive), so a loop
+    of float32 draws has no 64-bit lanes and vectorizes at full width.
+    """
+    b = I32(f32_bits(x))
+    e = ((b >> I32(23)) & I32(0xFF)) - I32(127)
+    m = bits_f32((b & I32(0x7FFFFF)) | I32(0x3F800000))
     if m > LOG_SQRT2_F32:
         m = m * HALF_F32
-        e = e + 1
+        e = e + I32(1)
     f = m - ONE_F32
     s = f / (TWO_F32 + f)
     z = s * s
@@ -151,7 +163,7 @@ def log_f32(x):
     r = z * (L1 + z * (L2 + z * (L3 + z * L4)))
     hfsq = HALF_F32 * f * f
     lm = f - (hfsq - s * (hfsq + r))
-    ef = to_f32(e)
+    ef = F32(e)
     return ef * LOG_LN2_HI_F32 + (lm + ef * LOG_LN2_LO_F32)
 
 
@@ -205,16 +217,23 @@ def _quadrant(c, s, q):
 
 @njit(**INLINE)
 def cossin2pi_f32(k):
-    """cos and sin of 2 pi k 2^-24, k an int64 in [0, 2^24)."""
-    q = (k + (1 << 21)) >> 22
-    j = k - (q << 22)
-    x = to_f32(j) * SC_X_F32
+    """cos and sin of 2 pi k 2^-24, k an integer in [0, 2^24) (int32 work)."""
+    k = I32(k)
+    q = (k + I32(1 << 21)) >> I32(22)
+    j = k - (q << I32(22))
+    x = F32(j) * SC_X_F32
     z = x * x
     S1, S2, S3, S4 = SIN_F32
     C2, C3, C4, C5 = COS_F32
     s = x + (x * z) * (S1 + z * (S2 + z * (S3 + z * S4)))
     c = (ONE_F32 - HALF_F32 * z) + (z * z) * (C2 + z * (C3 + z * (C4 + z * C5)))
-    return _quadrant(c, s, q)
+    swap = (q & I32(1)) == I32(1)
+    cc = s if swap else c
+    ss = c if swap else s
+    q3 = q & I32(3)
+    cc = -cc if (q3 == I32(1) or q3 == I32(2)) else cc
+    ss = -ss if q3 >= I32(2) else ss
+    return cc, ss
 
 
 @njit(**INLINE)
