@@ -5,7 +5,9 @@ Run from anywhere on a machine with an NVIDIA GPU, torch (CUDA) and CuPy:
     python bench/gpu_check.py            # about 1-3 minutes on one H200
 
 1. ``pytest -q tests/test_cuda_gpu.py`` (bit equality with the CPU fills,
-   torch tensors in place and on a non-default stream, Philox vs cuRAND);
+   torch tensors in place and on a non-default stream, Philox vs cuRAND),
+   plus the GPU cases of the adapter tests (a CUDA tensor through
+   fastinit.torch, cupy -> torch, TensorFlow and JAX without a copy);
 2. for 2**30 elements in float32 and bfloat16: fastinit's uniform, normal and
    truncated_normal next to torch's ``uniform_``, ``normal_`` and
    ``nn.init.trunc_normal_`` and next to a memset of the same buffer
@@ -55,12 +57,24 @@ def import_path():
     return shim
 
 
+# The GPU cases of the adapter tests (torch CUDA tensors, cupy -> torch,
+# TensorFlow and JAX): the test names below, picked out by node id.
+ADAPTER_GPU_TESTS = [
+    "tests/test_torch_init.py::test_cuda_tensor_matches_cpu",
+    "tests/test_torch_init.py::test_to_torch_cupy",
+    "tests/test_interop.py::test_cupy_to_tensorflow_gpu",
+    "tests/test_interop.py::test_cupy_to_jax_gpu",
+]
+
+
 def run_tests(env):
-    say(f"== pytest -q tests/test_cuda_gpu.py (limit {PYTEST_TIMEOUT_S} s)")
+    say(f"== pytest -q tests/test_cuda_gpu.py + {len(ADAPTER_GPU_TESTS)} adapter GPU tests "
+        f"(limit {PYTEST_TIMEOUT_S} s)")
     t0 = time.time()
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p",
-                               "no:cacheprovider", "tests/test_cuda_gpu.py"],
+                               "no:cacheprovider", "tests/test_cuda_gpu.py",
+                               *ADAPTER_GPU_TESTS],
                               cwd=ROOT, env=env, timeout=PYTEST_TIMEOUT_S)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
