@@ -50,8 +50,6 @@ def _clamp(v, floor, top):
 
 @njit(**INLINE)
 def _uniform(u, lo, d, floor, top, thr, zero):
-    # with thr <= 0 this is _clamp(lo + d * u, floor, top); the tile loops
-    # use that form directly, which spares the compare and select
     v = _clamp(lo + d * u, floor, top)
     return zero if abs(v) < thr else v
 
@@ -111,23 +109,36 @@ def _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign):
 
 # --- one tile of values: vals[e] for the tile's elements ----------------------
 # 32-bit: 4 elements per Philox block; 64-bit: 2 elements per block.
+@njit(**INLINE)
+def _uniform_form(u, lo, d, floor, top, thr, zero, masked):
+    # inlined with a constant ``masked``; unmasked, |v| < thr never holds
+    # (thr <= 0), so the compare and select are left out
+    if masked:
+        return _uniform(u, lo, d, floor, top, thr, zero)
+    return _clamp(lo + d * u, floor, top)
+
+
+@njit(**INLINE)
+def _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, masked):
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _uniform_form(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr,
+                                     ZERO_F32, masked)
+        vals[4 * jj + 1] = _uniform_form(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr,
+                                         ZERO_F32, masked)
+        vals[4 * jj + 2] = _uniform_form(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr,
+                                         ZERO_F32, masked)
+        vals[4 * jj + 3] = _uniform_form(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr,
+                                         ZERO_F32, masked)
+
+
 @njit(**SERIAL)
 def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
     if thr > ZERO_F32:              # masked_uniform
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[4 * jj] = _uniform(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-            vals[4 * jj + 1] = _uniform(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-            vals[4 * jj + 2] = _uniform(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-            vals[4 * jj + 3] = _uniform(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr, ZERO_F32)
-    else:                           # no threshold: |v| < thr never holds
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[4 * jj] = _clamp(lo + d * (to_f32(k24(x0)) * TWO_M24), floor, top)
-            vals[4 * jj + 1] = _clamp(lo + d * (to_f32(k24(x1)) * TWO_M24), floor, top)
-            vals[4 * jj + 2] = _clamp(lo + d * (to_f32(k24(x2)) * TWO_M24), floor, top)
-            vals[4 * jj + 3] = _clamp(lo + d * (to_f32(k24(x3)) * TWO_M24), floor, top)
+        _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, True)
+    else:
+        _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, False)
 
 
 @njit(**SERIAL)
@@ -146,39 +157,50 @@ def tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p):
         vals[2 * q], vals[2 * q + 1] = _normal_pair32(words[2 * q], words[2 * q + 1], mean, std)
 
 
+@njit(**INLINE)
+def _trunc32_form(w, e0, de, mean, ss, a, b, sign, tail):
+    if tail:
+        return _trunc32_tail(w, e0, de, mean, ss, a, b, sign)
+    return _trunc32_central(w, e0, de, mean, ss, a, b, sign)
+
+
+@njit(**INLINE)
+def _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, tail):
+    # inlined with a constant ``tail``: LLVM folds the form's branch away
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _trunc32_form(x0, e0, de, mean, ss, a, b, sign, tail)
+        vals[4 * jj + 1] = _trunc32_form(x1, e0, de, mean, ss, a, b, sign, tail)
+        vals[4 * jj + 2] = _trunc32_form(x2, e0, de, mean, ss, a, b, sign, tail)
+        vals[4 * jj + 3] = _trunc32_form(x3, e0, de, mean, ss, a, b, sign, tail)
+
+
 @njit(**SERIAL)
 def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
     if tail > ZERO_F32:
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[4 * jj] = _trunc32_tail(x0, e0, de, mean, ss, a, b, sign)
-            vals[4 * jj + 1] = _trunc32_tail(x1, e0, de, mean, ss, a, b, sign)
-            vals[4 * jj + 2] = _trunc32_tail(x2, e0, de, mean, ss, a, b, sign)
-            vals[4 * jj + 3] = _trunc32_tail(x3, e0, de, mean, ss, a, b, sign)
+        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
     else:
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[4 * jj] = _trunc32_central(x0, e0, de, mean, ss, a, b, sign)
-            vals[4 * jj + 1] = _trunc32_central(x1, e0, de, mean, ss, a, b, sign)
-            vals[4 * jj + 2] = _trunc32_central(x2, e0, de, mean, ss, a, b, sign)
-            vals[4 * jj + 3] = _trunc32_central(x3, e0, de, mean, ss, a, b, sign)
+        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+
+
+@njit(**INLINE)
+def _uniform64_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, masked):
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj] = _uniform_form(to_f64(k53(x0, x1)) * TWO_M53, lo, d, floor, top, thr,
+                                     ZERO_F64, masked)
+        vals[2 * jj + 1] = _uniform_form(to_f64(k53(x2, x3)) * TWO_M53, lo, d, floor, top, thr,
+                                         ZERO_F64, masked)
 
 
 @njit(**SERIAL)
 def tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
     if thr > ZERO_F64:              # masked_uniform
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[2 * jj] = _uniform(to_f64(k53(x0, x1)) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
-            vals[2 * jj + 1] = _uniform(to_f64(k53(x2, x3)) * TWO_M53, lo, d, floor, top, thr,
-                                        ZERO_F64)
-    else:                           # no threshold: |v| < thr never holds
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[2 * jj] = _clamp(lo + d * (to_f64(k53(x0, x1)) * TWO_M53), floor, top)
-            vals[2 * jj + 1] = _clamp(lo + d * (to_f64(k53(x2, x3)) * TWO_M53), floor, top)
+        _uniform64_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, True)
+    else:
+        _uniform64_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, False)
 
 
 @njit(**SERIAL)
