@@ -73,8 +73,9 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 # x = y; in a tail form y = 1 - |x| is drawn directly (erfc space), so a
 # deep tail keeps its relative precision. y is clamped so log's argument
 # stays a normal float and x never reaches +-1. The form is the same for the
-# whole fill, so each tile loop is written once per form (a per-element
-# select made LLVM evaluate both erfinv forms for every element).
+# whole fill: the tile loop is inlined once per form with a constant flag,
+# so LLVM compiles one branch-free loop for each (a per-element select made
+# it evaluate both erfinv forms for every element).
 BELOW_ONE_F32, TINY_F32 = np.nextafter(F32(1), F32(0)), F32(np.finfo(np.float32).tiny)
 BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64).tiny)
 
@@ -166,7 +167,6 @@ def _trunc32_form(w, e0, de, mean, ss, a, b, sign, tail):
 
 @njit(**INLINE)
 def _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, tail):
-    # inlined with a constant ``tail``: LLVM folds the form's branch away
     for jj in range(nb):
         x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
         vals[4 * jj] = _trunc32_form(x0, e0, de, mean, ss, a, b, sign, tail)
@@ -211,19 +211,28 @@ def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
         vals[2 * jj], vals[2 * jj + 1] = _normal_pair64(x0, x1, x2, x3, mean, std)
 
 
+@njit(**INLINE)
+def _trunc64_form(lo, hi, e0, de, mean, ss, a, b, sign, tail):
+    if tail:
+        return _trunc64_tail(lo, hi, e0, de, mean, ss, a, b, sign)
+    return _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign)
+
+
+@njit(**INLINE)
+def _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, tail):
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj] = _trunc64_form(x0, x1, e0, de, mean, ss, a, b, sign, tail)
+        vals[2 * jj + 1] = _trunc64_form(x2, x3, e0, de, mean, ss, a, b, sign, tail)
+
+
 @njit(**SERIAL)
 def tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
     if tail > ZERO_F64:
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[2 * jj] = _trunc64_tail(x0, x1, e0, de, mean, ss, a, b, sign)
-            vals[2 * jj + 1] = _trunc64_tail(x2, x3, e0, de, mean, ss, a, b, sign)
+        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
     else:
-        for jj in range(nb):
-            x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-            vals[2 * jj] = _trunc64_central(x0, x1, e0, de, mean, ss, a, b, sign)
-            vals[2 * jj + 1] = _trunc64_central(x2, x3, e0, de, mean, ss, a, b, sign)
+        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
 
 
 # --- storing a tile -----------------------------------------------------------
