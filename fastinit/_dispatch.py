@@ -138,18 +138,26 @@ def _thread_safe():
     return layer in ("tbb", "omp")
 
 
+def _parallel_chunks():
+    return numba.get_num_threads() * CHUNKS_PER_THREAD
+
+
+def _run_parallel(kernel, *args):
+    """Run a parallel Numba kernel, under the launch lock when the threading
+    layer is not safe for concurrent launches."""
+    if _thread_safe():
+        kernel(*args)
+    else:
+        with _config.KERNEL_LOCK:
+            kernel(*args)
+
+
 def fill_constant(target, bits):
     """Set every element of ``target`` to ``bits`` (a scalar of target.bits' dtype)."""
     if type(target) is not Target or target.size < PARALLEL_MIN:
         target.bits.fill(bits)          # CuPy's own fill on a GPU; small CPU fills
         return
-    cpu = _kernels()
-    chunks = numba.get_num_threads() * CHUNKS_PER_THREAD
-    if _thread_safe():
-        cpu.fill_constant(target.bits, bits, chunks)
-    else:
-        with _config.KERNEL_LOCK:
-            cpu.fill_constant(target.bits, bits, chunks)
+    _run_parallel(_kernels().fill_constant, target.bits, bits, _parallel_chunks())
 
 
 def launch(kernel, target, ctl_for, params):
@@ -167,9 +175,5 @@ def launch(kernel, target, ctl_for, params):
     if target.size < PARALLEL_MIN:
         cpu.fill_serial(target.bits, ctl_for(FMT[target.name], 1, kind), params)
         return
-    ctl = ctl_for(FMT[target.name], numba.get_num_threads() * CHUNKS_PER_THREAD, kind)
-    if _thread_safe():
-        cpu.fill_parallel(target.bits, ctl, params)
-    else:
-        with _config.KERNEL_LOCK:
-            cpu.fill_parallel(target.bits, ctl, params)
+    ctl = ctl_for(FMT[target.name], _parallel_chunks(), kind)
+    _run_parallel(cpu.fill_parallel, target.bits, ctl, params)

@@ -37,6 +37,8 @@ import time
 
 import numpy as np
 
+from .cli import int_arg
+
 METHODS = ("uniform", "normal", "truncated_normal")
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 DEFAULT_DTYPES = ("float32", "bfloat16")
@@ -117,18 +119,6 @@ def _choices_arg(allowed, what):
     return parse
 
 
-def _int_arg(what, minimum):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
 def configure_parser(parser):
     """Add ``fastinit bench``'s options to ``parser`` (see :mod:`fastinit.cli`)."""
     parser.description = __doc__
@@ -144,13 +134,13 @@ def configure_parser(parser):
     parser.add_argument("--peers", type=_choices_arg(PEERS, "peers"), default=None,
                         metavar="LIST", help=f"implementations to compare with, from "
                                              f"{', '.join(PEERS)} (default all installed)")
-    parser.add_argument("--threads", type=_int_arg("--threads", 1), default=None, metavar="N",
+    parser.add_argument("--threads", type=int_arg("--threads", 1), default=None, metavar="N",
                         help="Numba threads for the main table (default: numba's current "
                              "count, normally one per core); peers keep their own defaults")
-    parser.add_argument("--repeat", type=_int_arg("--repeat", 1), default=None, metavar="N",
+    parser.add_argument("--repeat", type=int_arg("--repeat", 1), default=None, metavar="N",
                         help=f"timed runs per entry after one warm-up; the median is "
                              f"reported (default {DEFAULT_REPEAT}; {QUICK_REPEAT} with --quick)")
-    parser.add_argument("--rss-mib", type=_int_arg("--rss-mib", 0), default=None, metavar="N",
+    parser.add_argument("--rss-mib", type=int_arg("--rss-mib", 0), default=None, metavar="N",
                         help=f"buffer size for the peak-RSS check, MiB; 0 skips it "
                              f"(default {RSS_MIB}; {QUICK_RSS_MIB} with --quick)")
     parser.add_argument("--json", metavar="PATH", default=None,

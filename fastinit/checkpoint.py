@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cli import int_arg
+
 __all__ = ["TensorSpec", "Spec", "SpecError", "VerifyError", "load_spec", "llama_spec",
            "regenerate", "write_checkpoint", "verify_checkpoint", "layout", "WriteReport",
            "INITS", "DTYPES"]
@@ -1123,19 +1125,6 @@ def _seed_arg(text):
     return v
 
 
-def _int_arg(what, minimum):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, "
-                                             f"got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {v}")
-        return v
-    return parse
-
-
 def _float_arg(what):
     def parse(text):
         try:
@@ -1173,17 +1162,17 @@ def configure_parser(parser):
     g = parser.add_argument_group("preset")
     g.add_argument("--preset", choices=PRESETS, default=None,
                    help="a Hugging Face Llama-style decoder instead of a SPEC file")
-    g.add_argument("--hidden", type=_int_arg("--hidden", 1), metavar="N", help="hidden size")
-    g.add_argument("--layers", type=_int_arg("--layers", 0), metavar="N",
+    g.add_argument("--hidden", type=int_arg("--hidden", 1), metavar="N", help="hidden size")
+    g.add_argument("--layers", type=int_arg("--layers", 0), metavar="N",
                    help="decoder layers")
-    g.add_argument("--heads", type=_int_arg("--heads", 1), metavar="N",
+    g.add_argument("--heads", type=int_arg("--heads", 1), metavar="N",
                    help="attention heads")
-    g.add_argument("--kv-heads", type=_int_arg("--kv-heads", 1), metavar="N",
+    g.add_argument("--kv-heads", type=int_arg("--kv-heads", 1), metavar="N",
                    help="key/value heads (default --heads)")
-    g.add_argument("--intermediate", type=_int_arg("--intermediate", 1), metavar="N",
+    g.add_argument("--intermediate", type=int_arg("--intermediate", 1), metavar="N",
                    help="MLP intermediate size")
-    g.add_argument("--vocab", type=_int_arg("--vocab", 1), metavar="N", help="vocabulary size")
-    g.add_argument("--head-dim", type=_int_arg("--head-dim", 1), metavar="N",
+    g.add_argument("--vocab", type=int_arg("--vocab", 1), metavar="N", help="vocabulary size")
+    g.add_argument("--head-dim", type=int_arg("--head-dim", 1), metavar="N",
                    help="head dimension (default hidden / heads)")
     g.add_argument("--tie-embeddings", action="store_true",
                    help="no lm_head.weight (it is model.embed_tokens.weight)")
@@ -1205,7 +1194,7 @@ def configure_parser(parser):
                    help="show a progress bar (default: when stderr is a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="never show a progress bar")
-    parser.add_argument("--chunk-mib", type=_int_arg("--chunk-mib", 1),
+    parser.add_argument("--chunk-mib", type=int_arg("--chunk-mib", 1),
                         default=DEFAULT_CHUNK_BYTES >> 20, metavar="N",
                         help=f"fill at most N MiB at a time (default "
                              f"{DEFAULT_CHUNK_BYTES >> 20})")

@@ -22,6 +22,19 @@ COMMANDS = {
 }
 
 
+def int_arg(what, minimum):
+    """An argparse ``type`` for an integer option ``what`` that is at least ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def _summary(module):
     doc = (module.__doc__ or "").strip()
     return doc.splitlines()[0] if doc else ""

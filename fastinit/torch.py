@@ -293,15 +293,10 @@ def _fill_through_scratch(t, draw, seed, stream):
     a time: each band is drawn into one small contiguous scratch tensor (it
     stays in cache and is allocated once) and copied into the view. The
     values are those of a contiguous tensor of ``t``'s shape: band rows
-    [r0, r1) hold the elements r0 * row .. r1 * row - 1."""
-    n = t.numel()
-    if t.dim() == 0 or n <= SCRATCH_ELEMENTS:
-        tmp = torch.empty(t.shape, dtype=t.dtype, device=t.device)
-        draw(_target(tmp), 0, seed, stream)
-        t.copy_(tmp)
-        return
+    [r0, r1) hold the elements r0 * row .. r1 * row - 1. (A view this
+    small is one band; torch calls 0-d and empty tensors contiguous.)"""
     rows = t.shape[0]
-    row = n // rows
+    row = t.numel() // rows
     band = max(1, SCRATCH_ELEMENTS // row)
     scratch = torch.empty((min(band, rows), *t.shape[1:]), dtype=t.dtype, device=t.device)
     for r0 in range(0, rows, band):

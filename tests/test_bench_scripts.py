@@ -5,6 +5,7 @@ keeps them from rotting between measurements. No timing is asserted.
 """
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,5 @@ def test_keras_jax_bench_small(tmp_path):
               "--json", str(tmp_path / "r.json"))
     for case in ("keras GlorotUniform", "keras TruncatedNormal", "jax normal"):
         assert case in out, out
-    import json
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["fastinit_ms"] > 0 for r in rows)
