@@ -31,14 +31,18 @@ the linear and embedding weights, ones for the RMSNorm weights.
 --override GLOB=INIT[:JSON] replaces the init of the tensors whose name
 matches the glob (first match wins), e.g. '*.down_proj.weight=normal:{"std":0.002}'.
 
-The file is written under a temporary name in the output's directory,
-preallocated (a full disk is an error before any write), and renamed
-into place only when complete: a failure or Ctrl-C leaves no partial file.
+The file is written in the output's directory as an unnamed file (Linux
+O_TMPFILE; elsewhere a hidden .OUT.fastinit-<host>-<pid>-<random>.part),
+preallocated (a full disk is an error before any write), and given its
+name only when complete: a failure, Ctrl-C or SIGTERM leaves no partial
+file, and neither does SIGKILL where the file has no name; a named one of
+a killed process is removed by the next write into that directory.
 Exit status: 0 done, 1 error, 2 bad arguments, 3 --verify found a mismatch,
-130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
 """
 
 import argparse
+import errno
 import fnmatch
 import inspect
 import json
@@ -47,10 +51,12 @@ import mmap
 import numbers
 import os
 import queue
+import re
+import secrets
 import signal
+import stat
 import struct
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -818,6 +824,7 @@ class WriteReport:
     seconds: float                   # preallocate, fill, write back, rename
     fill: str
     seed: int
+    removed: list = field(default_factory=list)   # [(path, bytes)]: stale temporaries
 
 
 def _load_kernels(spec):
@@ -834,13 +841,180 @@ def _load_kernels(spec):
             uniform(empty(n, dt), seed=0)
 
 
-def _temp_path(path):
-    d, base = os.path.split(os.path.abspath(path))
+# The file is filled under no name at all where the system allows it: an
+# O_TMPFILE file in the output's directory, linked into place when complete.
+# A process killed with SIGKILL (or a machine that goes down) then leaves
+# nothing behind: the kernel frees an unnamed file's blocks. Where O_TMPFILE
+# is missing (not Linux, or a file system without it) the file gets a name
+# that carries its writer's process id, and the next write into that
+# directory removes the ones whose process is gone.
+NO_TMPFILE_ENV = "FASTINIT_CHECKPOINT_NO_TMPFILE"   # "1": always use a named file (tests)
+_PROC_FD = "/proc/self/fd"
+_PART_RE = re.compile(r"^\.(?P<base>.+)\.fastinit-(?P<tag>[0-9a-f]{8})-(?P<pid>[1-9][0-9]*)"
+                      r"-(?P<rand>[0-9a-f]{8})\.part$")
+_TMPFILE_UNSUPPORTED = frozenset(
+    getattr(errno, n) for n in ("EOPNOTSUPP", "ENOTSUP", "EISDIR", "EINVAL")
+    if hasattr(errno, n))
+_REUSE_MARGIN_S = 60.0
+
+
+def _host_tag():
+    """8 hex digits for this machine and process-id namespace: a process id in a
+    temporary file's name is only looked up where it means the same process."""
+    import hashlib
+    import socket
     try:
-        return tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=d)
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = ""
+    return hashlib.blake2b(f"{socket.gethostname()}\0{ns}".encode("utf-8", "replace"),
+                           digest_size=4).hexdigest()
+
+
+def _part_name(base):
+    """A fresh ``.BASE.fastinit-<host>-<pid>-<random>.part`` (BASE cut to keep the
+    name under the usual 255-byte limit)."""
+    short = base.encode("utf-8")[:160].decode("utf-8", "ignore")
+    return f".{short}.fastinit-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.part"
+
+
+def _tmpfile_wanted():
+    return (os.environ.get(NO_TMPFILE_ENV, "") in ("", "0") and hasattr(os, "O_TMPFILE")
+            and os.path.isdir(_PROC_FD))
+
+
+def _cannot_create(exc, d, path):
+    return type(exc)(exc.errno, f"cannot create a file in {d!r} for {path!r}: "
+                                f"{exc.strerror or exc}")
+
+
+def _open_output(path):
+    """(fd, name): an unnamed O_TMPFILE file in the output's directory (name None),
+    or, where O_TMPFILE is not available, a new file named by :func:`_part_name`."""
+    d, base = os.path.split(os.path.abspath(path))
+    if _tmpfile_wanted():
+        try:
+            return os.open(d, os.O_TMPFILE | os.O_RDWR, 0o666), None
+        except OSError as exc:
+            if exc.errno not in _TMPFILE_UNSUPPORTED:
+                raise _cannot_create(exc, d, path) from None
+    while True:
+        tmp = os.path.join(d, _part_name(base))
+        try:
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _cannot_create(exc, d, path) from None
+
+
+def _link_into_place(fd, path):
+    """Give the unnamed file ``fd`` the name ``path``: linkat of /proc/self/fd/N
+    (AT_SYMLINK_FOLLOW) straight to ``path`` when nothing is there, else to a
+    tagged temporary name and os.replace onto ``path`` (atomic)."""
+    d, base = os.path.split(os.path.abspath(path))
+    src = f"{_PROC_FD}/{fd}"
+    dfd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        # the dir_fd arguments make CPython call linkat(..., AT_SYMLINK_FOLLOW);
+        # without them it calls link(), which links the /proc symlink itself (EXDEV)
+        link = lambda dst: os.link(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd,   # noqa: E731
+                                   follow_symlinks=True)
+        try:
+            link(base)
+            return
+        except FileExistsError:
+            pass
+        while True:
+            tmp = _part_name(base)
+            try:
+                link(tmp)
+                break
+            except FileExistsError:
+                continue
+        try:
+            os.replace(tmp, base, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
     except OSError as exc:
-        raise OSError(exc.errno, f"cannot create a file in {d!r} for {path!r}: "
-                                 f"{exc.strerror or exc}") from None
+        raise type(exc)(exc.errno, f"cannot give the written file the name {path!r}: "
+                                   f"{exc.strerror or exc}") from None
+    finally:
+        os.close(dfd)
+
+
+def _process_start(pid):
+    """When process ``pid`` started (seconds since the epoch), or None where unknown
+    (Linux /proc only)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            st = f.read()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        ticks = int(st[st.rindex(b")") + 2:].split()[19])       # field 22, starttime
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _writer_gone(pid, mtime):
+    """True when process ``pid`` cannot be writing a file last modified at ``mtime``:
+    there is no such process, or it started after that (the pid was reused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:                 # a process of another user: alive
+        pass
+    except OSError:
+        return False
+    started = _process_start(pid)
+    return started is not None and started > mtime + _REUSE_MARGIN_S
+
+
+def _remove_stale(d):
+    """Remove the temporary files of earlier writes into ``d`` whose process is gone.
+
+    Only regular files named exactly as :func:`_part_name` names them, with this
+    machine's tag and another process's id; see :func:`_writer_gone`. Returns
+    [(path, size)] of the removed files."""
+    if os.name != "posix":                  # os.kill(pid, 0) is not a probe elsewhere
+        return []
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    tag, me, removed = None, os.getpid(), []
+    for name in names:
+        m = _PART_RE.match(name)
+        if m is None:
+            continue
+        tag = tag or _host_tag()
+        pid = int(m["pid"])
+        if m["tag"] != tag or pid == me:
+            continue
+        p = os.path.join(d, name)
+        try:
+            st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode) or not _writer_gone(pid, st.st_mtime):
+                continue
+            os.unlink(p)
+        except OSError:
+            continue
+        removed.append((p, st.st_size))
+    return removed
+
+
+def _same_file(fd, path):
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _check_output(path):
@@ -868,7 +1042,6 @@ def _preallocate(fd, size, path):
         else:                                   # macOS: no fallocate; may SIGBUS when full
             os.ftruncate(fd, size)
     except OSError as exc:
-        import errno
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(exc.errno, f"not enough space for {path!r}: the file needs "
                                      f"{size / 1e9:.3f} GB ({size} bytes) "
@@ -886,8 +1059,16 @@ def write_checkpoint(spec, path, seed, *, chunk_bytes=DEFAULT_CHUNK_BYTES, progr
     pages of each finished chunk are written back (msync) and dropped
     (madvise DONTNEED) so resident memory stays near ``chunk_bytes`` times
     a few, whatever the file size. The file appears at ``path`` only when
-    complete (temporary name in the same directory, then os.replace); on any
-    error or KeyboardInterrupt the temporary file is removed.
+    complete. It is written as an unnamed O_TMPFILE file in ``path``'s
+    directory and linked into place at the end (an existing file is replaced
+    atomically), so even SIGKILL leaves nothing behind; where O_TMPFILE is
+    not available (or the environment sets FASTINIT_CHECKPOINT_NO_TMPFILE=1,
+    for tests) it has a temporary name ``.NAME.fastinit-<host>-<pid>-<random>.part``
+    and is renamed into place. On any error or KeyboardInterrupt the temporary
+    file is removed; one left by a killed process is removed by the next write
+    into the directory, once that process is gone (``WriteReport.removed``).
+    An exception raised after the file got its name carries
+    ``checkpoint_written = path``.
 
     ``fill="zeros"`` writes zeros instead of the inits through the very same
     path: the write-bandwidth reference of bench/bench_checkpoint.py.
@@ -906,13 +1087,11 @@ def write_checkpoint(spec, path, seed, *, chunk_bytes=DEFAULT_CHUNK_BYTES, progr
     if fill == "init":
         _load_kernels(spec)
     t0 = time.perf_counter()
-    fd, tmp = _temp_path(path)
+    removed = _remove_stale(os.path.dirname(os.path.abspath(path)))
+    fd, tmp = _open_output(path)
     mm = flusher = bar = None
     ok = False
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
         _preallocate(fd, lay.total, path)
         mm = mmap.mmap(fd, lay.total)
         mm[:lay.data_start] = lay.header
@@ -930,11 +1109,19 @@ def write_checkpoint(spec, path, seed, *, chunk_bytes=DEFAULT_CHUNK_BYTES, progr
         mm.close()
         mm = None
         os.fsync(fd)
+        if tmp is None:
+            _link_into_place(fd, path)
+        else:
+            os.replace(tmp, path)
+        ok = True
         os.close(fd)
         fd = None
-        os.replace(tmp, path)
-        ok = True
         _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except BaseException as exc:
+        if ok or (fd is not None and _same_file(fd, path)):
+            # interrupted after the complete file got its name: say so to the caller
+            exc.checkpoint_written = path
+        raise
     finally:
         if not ok:
             if flusher is not None:
@@ -952,17 +1139,19 @@ def write_checkpoint(spec, path, seed, *, chunk_bytes=DEFAULT_CHUNK_BYTES, progr
                     mm.close()
                 except BaseException:       # views still alive in a traceback: GC
                     pass
-            if fd is not None:
+            if tmp is not None:             # (an unnamed file goes with its last fd)
                 try:
-                    os.close(fd)
+                    os.unlink(tmp)
                 except OSError:
                     pass
+        if fd is not None:
             try:
-                os.unlink(tmp)
+                os.close(fd)
             except OSError:
                 pass
     return WriteReport(path=path, tensors=len(spec), numel=spec.numel, nbytes=lay.total,
-                       seconds=time.perf_counter() - t0, fill=fill, seed=seed)
+                       seconds=time.perf_counter() - t0, fill=fill, seed=seed,
+                       removed=removed)
 
 
 def _fsync_dir(d):
@@ -1252,17 +1441,18 @@ def run(args, parser):
         parser.error("-o/--output OUT.safetensors is required")
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     chunk = args.chunk_mib << 20
-    try:
-        spec = spec_from_args(args, parser)
-    except SpecError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
     old = None
     if threading.current_thread() is threading.main_thread():
         def on_term(signum, frame):
             raise _Terminated()
         old = signal.signal(signal.SIGTERM, on_term)
+    written = False
     try:
+        try:
+            spec = spec_from_args(args, parser)
+        except SpecError as exc:
+            _err(str(exc))
+            return EXIT_ERROR
         if not args.verify_only:
             try:
                 rep = write_checkpoint(spec, args.output, args.seed, chunk_bytes=chunk,
@@ -1270,6 +1460,11 @@ def run(args, parser):
             except (OSError, SpecError, ValueError) as exc:
                 _err(_os_message(exc, args.output))
                 return EXIT_ERROR
+            written = True
+            for p, size in rep.removed:
+                print(f"fastinit checkpoint: removed a stale temporary file of a process "
+                      f"that is gone: {p} ({size / 1e9:.3f} GB)", file=sys.stderr,
+                      flush=True)
             rss = _peak_rss_mib()
             print(f"wrote {args.output}: {rep.tensors} tensors, {rep.numel / 1e9:.3f} G "
                   f"elements, {rep.nbytes / 1e9:.3f} GB in {rep.seconds:.2f} s "
@@ -1290,9 +1485,18 @@ def run(args, parser):
             print(f"verified {args.output}: header and all {len(spec)} tensors match "
                   f"(seed {args.seed})", flush=True)
         return 0
-    except _Terminated:
-        print("fastinit: terminated", file=sys.stderr)
-        return EXIT_TERM
+    except (KeyboardInterrupt, _Terminated) as exc:
+        name, status = (("SIGINT", EXIT_INTERRUPT) if isinstance(exc, KeyboardInterrupt)
+                        else ("SIGTERM", EXIT_TERM))
+        if written or getattr(exc, "checkpoint_written", None):
+            _err(f"interrupted ({name}) while verifying; {args.output} was written but "
+                 f"not verified" if written else
+                 f"interrupted ({name}) just after {args.output} was written")
+        elif args.verify_only:
+            _err(f"interrupted ({name}) while verifying {args.output}")
+        else:
+            _err(f"interrupted ({name}); no output written")
+        return status
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
