@@ -6,6 +6,8 @@
 small fills and on every core for large ones.
 """
 
+import sys
+
 import ml_dtypes
 import numba
 import numpy as np
@@ -26,18 +28,42 @@ CHUNKS_PER_THREAD = 8       # tiles are dealt out in this many chunks per thread
 
 
 class Target:
-    """A checked, writable, C-contiguous float buffer, seen as its bits."""
+    """A checked, writable, C-contiguous float buffer, seen as its bits.
+
+    ``bits`` is always a flat, base-class ``numpy.ndarray`` of ``size``
+    elements over the caller's memory, whatever subclass came in: the
+    kernels index it without bounds checks, so a subclass whose
+    ``reshape``/``view`` keep more than one dimension (``np.matrix``) or
+    return something else must never reach them.
+    """
 
     __slots__ = ("array", "bits", "name", "compute", "size", "shape", "dtype")
 
     def __init__(self, array):
-        self.array = array
+        self.array = array                    # a base-class ndarray (see _check_array)
         self.name, self.compute, bits_type = FLOAT_DTYPES[array.dtype]
-        self.bits = array.reshape(-1).view(bits_type)
+        bits = np.ndarray.view(np.ndarray.reshape(array, array.size), bits_type)
+        assert bits.ndim == 1 and bits.size == array.size
+        self.bits = bits
         self.size, self.shape, self.dtype = array.size, array.shape, array.dtype
 
 
+def _base_array(arr, what):
+    """``arr`` as a base-class ndarray over the same memory.
+
+    Subclass methods are never called: ``np.ndarray.view`` is the base
+    class's own. A masked array is refused: a fill would write the masked
+    elements too, so the caller says so by passing ``arr.data``.
+    """
+    if isinstance(arr, np.ma.MaskedArray):
+        raise TypeError(f"{what} is a numpy.ma.MaskedArray; fastinit fills every element "
+                        f"of a buffer, masked or not: pass {what}.data to fill the data "
+                        f"(the mask stays as it is)")
+    return np.ndarray.view(arr, np.ndarray) if type(arr) is not np.ndarray else arr
+
+
 def _check_array(arr, what="out"):
+    arr = _base_array(arr, what)
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{what} must hold float16, bfloat16, float32 or float64, "
                         f"got {arr.dtype}")
@@ -47,7 +73,33 @@ def _check_array(arr, what="out"):
         raise ValueError(f"{what} must be C-contiguous (strides {arr.strides} for shape "
                          f"{arr.shape}); fill a contiguous buffer, or use a framework "
                          f"adapter such as fastinit.torch for views")
+    if not arr.flags.aligned:
+        raise ValueError(f"{what} is not aligned to its {arr.dtype.itemsize}-byte elements "
+                         f"(data at address {arr.ctypes.data:#x}); fill an aligned buffer "
+                         f"such as fastinit.empty(...) and copy it")
     return Target(arr)
+
+
+def _torch_tensor_class():
+    """torch.Tensor if torch is loaded (a torch tensor can only exist then), else None."""
+    torch = sys.modules.get("torch")
+    return getattr(torch, "Tensor", None) if torch is not None else None
+
+
+def _check_torch(out):
+    """The refusals torch itself makes for an in-place write, with ``out`` named."""
+    import torch
+    if out.is_meta:
+        raise ValueError("out is a meta tensor: it has no storage to fill; allocate it "
+                         "first (Tensor.to_empty, or fastinit.torch.materialize for a "
+                         "model built on the meta device)")
+    if out.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError("out is an inference tensor (made under torch.inference_mode()); "
+                         "torch allows no in-place update of it outside inference mode: "
+                         "fill a .clone() of it, or fill it inside torch.inference_mode()")
+    if out.is_neg() or out.is_conj():
+        raise ValueError("out is a lazily negated or conjugated torch view; "
+                         "call .resolve_neg() / .resolve_conj() and fill that")
 
 
 def _torch_cpu_view(out):
@@ -55,17 +107,12 @@ def _torch_cpu_view(out):
 
     ``Tensor.numpy()`` shares the tensor's memory and costs about 2 us,
     where a DLPack round trip through torch costs about 40 us. Anything
-    unusual (grad, CUDA, conjugate bits) takes the DLPack path instead.
+    unusual (grad, CUDA) takes the DLPack path instead.
     """
-    if not type(out).__module__.startswith("torch"):
+    if out.device.type != "cpu" or out.requires_grad:
         return None
+    import torch
     try:
-        if out.device.type != "cpu" or out.requires_grad:
-            return None
-        if out.is_neg() or out.is_conj():
-            raise ValueError("out is a lazily negated or conjugated torch view; "
-                             "call .resolve_neg() / .resolve_conj() and fill that")
-        import torch
         if out.dtype == torch.bfloat16:
             return out.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         return out.numpy()
@@ -77,9 +124,12 @@ def as_target(out):
     """The checked :class:`Target` over ``out``'s memory; raises before any write."""
     if isinstance(out, np.ndarray):
         return _check_array(out)
-    view = _torch_cpu_view(out)
-    if view is not None:
-        return _check_array(view)
+    tensor_class = _torch_tensor_class()
+    if tensor_class is not None and isinstance(out, tensor_class):
+        _check_torch(out)
+        view = _torch_cpu_view(out)
+        if view is not None:
+            return _check_array(view)
     if not hasattr(out, "__dlpack__"):
         raise TypeError(f"out must be a NumPy array or an object with __dlpack__, "
                         f"got {type(out).__name__}")

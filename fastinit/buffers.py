@@ -10,7 +10,13 @@ _DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.
 
 
 def dtype_of(dtype):
-    """The NumPy dtype for a name ("bfloat16", ...) or a dtype-like object."""
+    """The NumPy dtype for a name ("bfloat16", ...) or a dtype-like object.
+
+    ``None`` means float32, as torch's default dtype (NumPy would read it
+    as float64).
+    """
+    if dtype is None:
+        return np.dtype(np.float32)
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
@@ -25,7 +31,11 @@ def dtype_of(dtype):
 
 
 def empty(shape, dtype="float32", device="cpu", align=64):
-    """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary."""
+    """An uninitialized C-contiguous array whose data starts on an ``align``-byte boundary.
+
+    ``dtype`` is a name ("float16", "bfloat16", "float32", "float64"), a
+    NumPy dtype, or None for float32 (torch's default, not NumPy's).
+    """
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
     if not isinstance(shape, (tuple, list)):

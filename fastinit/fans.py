@@ -83,8 +83,10 @@ def _fans(out, fans_, layout):
     except (TypeError, ValueError):
         raise TypeError(f"fans must be a pair (fan_in, fan_out), got {fans_!r}") from None
     for name, v in (("fan_in", fan_in), ("fan_out", fan_out)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"fans: {name} must be a positive integer, got {v!r}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) \
+                or not 1 <= v < C.U64:
+            raise ValueError(f"fans: {name} must be a positive integer below 2**64, "
+                             f"got {v!r}")
     return int(fan_in), int(fan_out)
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _contract
 from .buffers import empty
 from .distributions import constant as _constant
 from .distributions import normal as _normal
@@ -184,6 +185,10 @@ class _VarianceScaling(Initializer):
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"invalid distribution for variance scaling initializer: "
                              f"{distribution}")
+        scale = _contract.check_real("scale", scale)
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0 for a variance scaling initializer, "
+                             f"got {scale}")
         super().__init__(dtype)
         self.scale, self.mode, self.distribution = scale, mode, distribution
         self.axes = (in_axis, out_axis, batch_axis)
@@ -197,7 +202,9 @@ class _VarianceScaling(Initializer):
     def fill(self, out, *, seed, stream=0, offset=0, shape=None):
         variance = self.variance(out.shape if shape is None else shape)
         kw = dict(seed=seed, stream=stream, offset=offset)
-        if self.distribution == "uniform":
+        if variance == 0:                  # scale 0: every distribution is the point 0
+            _constant(out, 0.0)
+        elif self.distribution == "uniform":
             limit = math.sqrt(3.0 * variance)
             _uniform(out, -limit, limit, **kw)
         elif self.distribution == "normal":

@@ -102,6 +102,11 @@ def _check_tensor(tensor, fn):
     if tensor.dtype not in FLOAT_DTYPES:
         raise TypeError(f"fastinit.torch.{fn}: the tensor must be float16, bfloat16, "
                         f"float32 or float64, got {tensor.dtype}")
+    if tensor.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(f"fastinit.torch.{fn}: the tensor is an inference tensor (made "
+                         f"under torch.inference_mode()); torch allows no in-place update "
+                         f"of it outside inference mode: fill a .clone() of it, or call "
+                         f"{fn} inside torch.inference_mode()")
 
 
 def _fans(shape):
