@@ -11,26 +11,39 @@
   cpu.py inline philox.py; ``_KernelsLocator`` stamps every cached kernel
   of this package with a digest of all its Python sources, so an edit to
   any of them recompiles them all.
+- Where the cache goes: where Numba would put it (``NUMBA_CACHE_DIR``, else
+  ``__pycache__`` next to the kernels, else Numba's per-user cache
+  directory); when none of these is writable (a read-only install and
+  home directory), a private directory under the system's temporary
+  directory, with a warning; when that fails too, the kernels compile in
+  memory in every process (``cache=False``), with a warning. This is
+  decided on the first fill, when the kernel modules read ``SERIAL``,
+  ``PARALLEL`` and ``INLINE``.
 - The threading layer is TBB when its library can be found, because Numba's
   default ``workqueue`` layer aborts when two Python threads launch parallel
   kernels at once and GNU OpenMP is not fork-safe. Without TBB, fastinit
   serializes its own parallel launches with a lock (``KERNEL_LOCK``).
 """
 
+import atexit
 import ctypes
 import functools
 import hashlib
 import os
+import shutil
 import site
+import stat
 import sys
+import tempfile
 import threading
+import warnings
 
 import numba
 from numba.core import caching
 
-SERIAL = dict(cache=True, fastmath=False, nogil=True, error_model="numpy")
-PARALLEL = dict(SERIAL, parallel=True)
-INLINE = dict(SERIAL, inline="always")
+_OPTIONS = dict(fastmath=False, nogil=True, error_model="numpy")
+# SERIAL, PARALLEL and INLINE (the options of every kernel) are built by the
+# module's __getattr__ below on first use, once the cache location is known.
 
 
 KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -51,12 +64,77 @@ def sources_digest(directory=KERNELS_DIR):
 _digest_once = functools.lru_cache(maxsize=None)(sources_digest)
 
 
+def _numba_locator(py_func, py_file):
+    """The locator Numba itself would choose for ``py_file``, or None.
+
+    Numba's own order: ``NUMBA_CACHE_DIR``, ``__pycache__`` next to the
+    file, the per-user cache directory; each only when writable.
+    """
+    for other in caching.CacheImpl._locator_classes:
+        if other is not _KernelsLocator:
+            inner = other.from_function(py_func, py_file)
+            if inner is not None:
+                return inner
+    return None
+
+
+class _DirLocator(caching.UserProvidedCacheLocator):
+    """``NUMBA_CACHE_DIR``'s layout under another base directory."""
+
+    def __init__(self, py_func, py_file, base):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(base, self.get_suitable_cache_subpath(py_file))
+
+
+def _private_temp_dir(root=None):
+    """A directory for the cache under the temporary directory, or None.
+
+    ``<tmp>/fastinit-numba-<uid>``, so later processes of the same user find
+    the kernels there. Cached kernels are pickles, so the directory is used
+    only if it is a real directory owned by this user and writable by no
+    one else; otherwise (someone planted it) a fresh one for this process.
+    """
+    try:
+        root = root or tempfile.gettempdir()
+    except OSError:                       # no writable temporary directory
+        return None
+    if os.path.abspath(root) == os.getcwd() and not any(
+            os.environ.get(v) for v in ("TMPDIR", "TEMP", "TMP")):
+        return None                       # tempfile's last resort; keep the cwd clean
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    path = os.path.join(root, "fastinit-numba" if uid is None else f"fastinit-numba-{uid}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if uid is None or (stat.S_ISDIR(st.st_mode) and st.st_uid == uid
+                       and not st.st_mode & 0o022):
+        return path
+    try:
+        path = tempfile.mkdtemp(prefix="fastinit-numba-", dir=root)
+    except OSError:
+        return None
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+_fallback_dir = functools.lru_cache(maxsize=None)(_private_temp_dir)
+
+
 class _KernelsLocator:
     """Numba cache locator for this package's kernels.
 
     Wraps the locator Numba would have chosen (so the cache stays where
-    Numba puts it, NUMBA_CACHE_DIR included) and adds the digest of every
-    kernel source file to the function's own source stamp.
+    Numba puts it, NUMBA_CACHE_DIR included), or, when Numba has none
+    writable, one under a private temporary directory, and adds the digest
+    of every kernel source file to the function's own source stamp.
     """
 
     def __init__(self, inner):
@@ -66,12 +144,17 @@ class _KernelsLocator:
     def from_function(cls, py_func, py_file):
         if os.path.dirname(os.path.abspath(py_file)) != KERNELS_DIR:
             return None
-        for other in caching.CacheImpl._locator_classes:
-            if other is not cls:
-                inner = other.from_function(py_func, py_file)
-                if inner is not None:
-                    return cls(inner)
-        return None
+        inner = _numba_locator(py_func, py_file)
+        if inner is None:
+            base = _fallback_dir()
+            if base is None:
+                return None
+            inner = _DirLocator(py_func, py_file, base)
+            try:
+                inner.ensure_cache_path()
+            except OSError:
+                return None
+        return cls(inner)
 
     def ensure_cache_path(self):
         self._inner.ensure_cache_path()
@@ -88,6 +171,50 @@ class _KernelsLocator:
 
 if _KernelsLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _KernelsLocator)
+
+
+def _disk_cache():
+    """Whether the kernels can be cached on disk. Warns (one line) when the
+    cache cannot go where Numba's settings put it."""
+    loc = _KernelsLocator.from_function(sources_digest, os.path.join(KERNELS_DIR, "_config.py"))
+    user_dir = numba.config.CACHE_DIR
+    if loc is not None and not isinstance(loc._inner, _DirLocator):
+        if user_dir and not isinstance(loc._inner, caching.UserProvidedCacheLocator):
+            warnings.warn(f"fastinit: NUMBA_CACHE_DIR={user_dir} is not writable; Numba "
+                          f"caches fastinit's kernels in {loc.get_cache_path()} instead")
+        return True
+    tried = [f"NUMBA_CACHE_DIR={user_dir}"] if user_dir else []
+    tried += [os.path.join(KERNELS_DIR, "__pycache__"),
+              caching.AppDirs(appname="numba", appauthor=False).user_cache_dir]
+    tried = ", ".join(tried)
+    if loc is not None:
+        warnings.warn(f"fastinit: no writable Numba cache directory ({tried}); fastinit's "
+                      f"compiled kernels are cached in {_fallback_dir()}, which the system "
+                      f"may clear; set NUMBA_CACHE_DIR to a writable directory to keep them")
+        return True
+    warnings.warn(f"fastinit: no writable Numba cache directory ({tried}, nor a temporary "
+                  f"directory); fastinit's kernels compile in memory in every process; "
+                  f"set NUMBA_CACHE_DIR to a writable directory to cache them")
+    return False
+
+
+_OPTIONS_LOCK = threading.Lock()
+
+
+def __getattr__(name):
+    """``SERIAL``, ``PARALLEL``, ``INLINE``: the Numba options of every kernel.
+
+    Built when the kernel modules first import them (the first fill), so
+    that ``import fastinit`` neither touches the disk nor warns.
+    """
+    if name not in ("SERIAL", "PARALLEL", "INLINE"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _OPTIONS_LOCK:
+        if "SERIAL" not in globals():
+            serial = dict(cache=_disk_cache(), **_OPTIONS)
+            globals().update(SERIAL=serial, PARALLEL=dict(serial, parallel=True),
+                             INLINE=dict(serial, inline="always"))
+    return globals()[name]
 
 
 def _load_tbb():
