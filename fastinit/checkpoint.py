@@ -916,10 +916,10 @@ def _link_into_place(fd, path):
     src = f"{_PROC_FD}/{fd}"
     dfd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        # the dir_fd arguments make CPython call linkat(..., AT_SYMLINK_FOLLOW);
-        # without them it calls link(), which links the /proc symlink itself (EXDEV)
-        link = lambda dst: os.link(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd,   # noqa: E731
-                                   follow_symlinks=True)
+        def link(dst):
+            # the dir_fd arguments make CPython call linkat(..., AT_SYMLINK_FOLLOW);
+            # without them it calls link(), which links the /proc symlink itself (EXDEV)
+            os.link(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=True)
         try:
             link(base)
             return
@@ -980,22 +980,24 @@ def _remove_stale(d):
     """Remove the temporary files of earlier writes into ``d`` whose process is gone.
 
     Only regular files named exactly as :func:`_part_name` names them, with this
-    machine's tag and another process's id; see :func:`_writer_gone`. Returns
-    [(path, size)] of the removed files."""
+    machine's tag, and whose process is gone (see :func:`_writer_gone`: a file
+    with this very process's id is kept unless it predates the process, as
+    another thread may be writing it). Returns [(path, size)] of the removed
+    files."""
     if os.name != "posix":                  # os.kill(pid, 0) is not a probe elsewhere
         return []
     try:
         names = os.listdir(d)
     except OSError:
         return []
-    tag, me, removed = None, os.getpid(), []
+    tag, removed = None, []
     for name in names:
         m = _PART_RE.match(name)
         if m is None:
             continue
         tag = tag or _host_tag()
         pid = int(m["pid"])
-        if m["tag"] != tag or pid == me:
+        if m["tag"] != tag:
             continue
         p = os.path.join(d, name)
         try:

@@ -23,6 +23,7 @@ import pytest
 
 import fastinit as fi
 from fastinit import checkpoint as ck
+from fastinit import cli
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,20 +232,27 @@ def test_stale_files_removed_by_the_rules(tmp_path):
             "reused": f".x.safetensors.fastinit-{tag}-{live}-bbbb2222.part",
             "live": f".x.safetensors.fastinit-{tag}-{live}-cccc3333.part",
             "self": f".x.safetensors.fastinit-{tag}-{os.getpid()}-cccc4444.part",
+            "self_reused": f".x.safetensors.fastinit-{tag}-{os.getpid()}-cccc5555.part",
             "other_host": f".x.safetensors.fastinit-{'%08x' % (int(tag, 16) ^ 2)}-{dead}"
                           f"-dddd4444.part",
             "pid_0": f".x.safetensors.fastinit-{tag}-0-eeee5555.part",
-            "not_a_file": f".y.safetensors.fastinit-{tag}-{dead}-ffff6666.part",
+            "a_dir": f".y.safetensors.fastinit-{tag}-{dead}-ffff6666.part",
+            "a_symlink": f".z.safetensors.fastinit-{tag}-{dead}-ffff7777.part",
         }
+        (tmp_path / "target").write_bytes(b"x")
         for key, name in names.items():
-            if key == "not_a_file":
+            if key == "a_dir":
                 (d / name).mkdir()
+            elif key == "a_symlink":
+                (d / name).symlink_to(tmp_path / "target")
             else:
                 (d / name).write_bytes(b"x" * 10)
         # "reused": last written long before its pid's process (the child) started
+        # "self_reused": the same, for this very process's pid
         old = time.time() - 10 * 24 * 3600
-        os.utime(d / names["reused"], (old, old))
-        gone = ["dead", "reused"] if sys.platform == "linux" else ["dead"]
+        for key in ("reused", "self_reused"):
+            os.utime(d / names[key], (old, old))
+        gone = ["dead", "reused", "self_reused"] if sys.platform == "linux" else ["dead"]
         rep = ck.write_checkpoint(str(spec), d / "m.safetensors", 0)
         left = set(os.listdir(d))
         assert sorted(rep.removed) == sorted((str(d / names[k]), 10) for k in gone)
@@ -383,3 +391,56 @@ def test_signal_while_verifying(sig, status, big):
     assert f"wrote {out}" in w.stdout and "verified" not in w.stdout
     assert sorted(os.listdir(d)) == [OUT]
     assert ck.verify_checkpoint(out, str(spec), fi.DEFAULT_SEED) == []
+    w = _Writer(spec, "-o", out, "--verify-only")
+    try:
+        w.wait_for("fastinit verify")
+        w.proc.send_signal(sig)
+    finally:
+        code = w.finish()
+    assert code == status, w.stderr
+    assert (f"fastinit checkpoint: error: interrupted ({name}) while verifying {out}\n"
+            in w.stderr), w.stderr[-500:]
+    assert sorted(os.listdir(d)) == [OUT]
+
+
+@pytest.mark.parametrize("where", ["after_link", "after_fsync"])
+def test_interrupt_just_after_the_file_got_its_name(where, tmp_path, monkeypatch, capsys):
+    """Ctrl-C between the link (or rename) and the end of write_checkpoint: the
+    exception says the file is in place, and the command does not claim that no
+    output was written."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SMALL_SPEC))
+    out = tmp_path / "m.safetensors"
+    if where == "after_link":                  # before write_checkpoint knows it worked
+        real_link, real_replace = ck._link_into_place, os.replace
+
+        def link_then_interrupt(*a, **kw):
+            real_link(*a, **kw)
+            raise KeyboardInterrupt
+
+        def replace_then_interrupt(*a, **kw):
+            real_replace(*a, **kw)
+            raise KeyboardInterrupt
+        monkeypatch.setattr(ck, "_link_into_place", link_then_interrupt)
+        monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    else:
+        def interrupt(d):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(ck, "_fsync_dir", interrupt)
+    with pytest.raises(KeyboardInterrupt) as info:
+        ck.write_checkpoint(str(spec), out, 3)
+    assert info.value.checkpoint_written == str(out)
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "spec.json"]
+    monkeypatch.undo()
+    assert ck.verify_checkpoint(out, str(spec), 3) == []
+    out.unlink()
+    if where == "after_link":
+        monkeypatch.setattr(ck, "_link_into_place", link_then_interrupt)
+        monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    else:
+        monkeypatch.setattr(ck, "_fsync_dir", interrupt)
+    assert cli.main(["checkpoint", str(spec), "-o", str(out), "--seed", "3"]) == 130
+    err = capsys.readouterr().err
+    assert (f"fastinit checkpoint: error: interrupted (SIGINT) just after {out} was "
+            f"written" in err), err
+    assert "no output written" not in err
