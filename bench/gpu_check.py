@@ -42,7 +42,7 @@ def say(*args):
 
 def import_path():
     """A folder to put first on sys.path so that ``fastinit.kernels`` imports."""
-    probe = subprocess.run([sys.executable, "-c", "import fastinit.kernels, fastinit.cuda"],
+    probe = subprocess.run([sys.executable, "-c", "import fastinit.kernels, fastinit.backends.cuda"],
                            cwd=tempfile.gettempdir(), capture_output=True)
     if probe.returncode == 0:
         return None                        # installed (editable or not)

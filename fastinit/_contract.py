@@ -12,8 +12,9 @@ import math
 import numbers
 import threading
 
-import ml_dtypes
 import numpy as np
+
+from .kernels._abi import CTL_WORDS, DTYPES
 
 STREAM_VERSION = "fastinit-philox v1"
 DEFAULT_SEED = 67280421310721          # torch's default seed, for familiarity
@@ -94,9 +95,11 @@ def check_range(offset, size):
 
 
 def ctl_words(seed, stream, offset, fmt, chunks, kind):
-    """The uint64 control words the CPU kernels take (kernels.cpu.CTL_*)."""
-    return np.array([offset, seed & MASK32, seed >> 32, stream & MASK32, stream >> 32,
-                     fmt, chunks, kind], dtype=np.uint64)
+    """The uint64 control words of one launch, in the order of ``kernels._abi.CTL_*``."""
+    ctl = np.array([offset, seed & MASK32, seed >> 32, stream & MASK32, stream >> 32,
+                    fmt, chunks, kind], dtype=np.uint64)
+    assert ctl.size == CTL_WORDS
+    return ctl
 
 
 # --- floats ---
@@ -160,17 +163,27 @@ def below(x, t):
     return np.nextafter(v, t(-np.inf)) if float(v) == x else v
 
 
-@functools.lru_cache(maxsize=None)
-def _largest(dtype):
-    return float(ml_dtypes.finfo(dtype).max)
-
-
 def check_fits(name, bound, dtype):
-    """Refuse parameters whose values would overflow the output dtype."""
-    limit = _largest(dtype)
+    """Refuse parameters whose values would overflow the output dtype (a name)."""
+    limit = DTYPES[dtype].max
     if not abs(bound) <= limit:
         raise ValueError(f"{name} gives values up to {bound:g} in magnitude, past the "
-                         f"largest {np.dtype(dtype).name} ({limit:g})")
+                         f"largest {dtype} ({limit:g})")
+
+
+def constant_bits(value, dtype):
+    """The bits of ``value`` stored as ``dtype`` (a name): rn in the compute type,
+    then, for the half types, the float32 value rounded to nearest even
+    (docs/stream.md 3.7 and 5), as an int."""
+    if dtype == "float64":
+        return int(np.float64(value).view(np.uint64))
+    f32 = np.float32(value)
+    if dtype == "float32":
+        return int(f32.view(np.uint32))
+    if dtype == "float16":
+        return int(f32.astype(np.float16).view(np.uint16))
+    b = int(f32.view(np.uint32))                         # bfloat16: contract section 5
+    return (b + 0x7FFF + ((b >> 16) & 1)) >> 16
 
 
 # Largest |r| of Box-Muller: sqrt(-2 log 2^-B), B = 24 or 53 (docs/stream.md 3.5).

@@ -7,8 +7,8 @@ deleter runs when the view is garbage collected.
 """
 
 import ctypes
+import sys
 
-import ml_dtypes
 import numpy as np
 
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
@@ -55,24 +55,39 @@ _api.PyCapsule_SetName.restype = ctypes.c_int
 _api.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 _DTYPES = {
-    (KDL_FLOAT, 16): np.dtype(np.float16), (KDL_FLOAT, 32): np.dtype(np.float32),
-    (KDL_FLOAT, 64): np.dtype(np.float64), (KDL_BFLOAT, 16): np.dtype(ml_dtypes.bfloat16),
-    (KDL_INT, 8): np.dtype(np.int8), (KDL_INT, 16): np.dtype(np.int16),
-    (KDL_INT, 32): np.dtype(np.int32), (KDL_INT, 64): np.dtype(np.int64),
-    (KDL_UINT, 8): np.dtype(np.uint8), (KDL_UINT, 16): np.dtype(np.uint16),
-    (KDL_UINT, 32): np.dtype(np.uint32), (KDL_UINT, 64): np.dtype(np.uint64),
-    (KDL_BOOL, 8): np.dtype(np.bool_),
-    (KDL_COMPLEX, 64): np.dtype(np.complex64), (KDL_COMPLEX, 128): np.dtype(np.complex128),
+    (KDL_FLOAT, 16): "float16", (KDL_FLOAT, 32): "float32", (KDL_FLOAT, 64): "float64",
+    (KDL_BFLOAT, 16): "bfloat16",
+    (KDL_INT, 8): "int8", (KDL_INT, 16): "int16", (KDL_INT, 32): "int32", (KDL_INT, 64): "int64",
+    (KDL_UINT, 8): "uint8", (KDL_UINT, 16): "uint16", (KDL_UINT, 32): "uint32",
+    (KDL_UINT, 64): "uint64", (KDL_BOOL, 8): "bool", (KDL_COMPLEX, 64): "complex64",
+    (KDL_COMPLEX, 128): "complex128",
 }
 
 
-class DLPackView:
-    """What a DLPack capsule describes, before it becomes a NumPy view."""
+def numpy_dtype(name):
+    """The NumPy dtype of a dtype name; ml_dtypes is imported for bfloat16 only."""
+    if name == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
-    def __init__(self, device_type, device_id, dtype, shape, strides, pointer, read_only, owner):
+
+class DLPackView:
+    """What a DLPack capsule describes, before it becomes a NumPy view.
+
+    ``dtype`` is the element type's name ("bfloat16", "float32", "int8",
+    ...); ``strides`` are in elements.
+    """
+
+    def __init__(self, device_type, device_id, dtype, itemsize, shape, strides, pointer,
+                 read_only, owner):
         self.device_type, self.device_id = device_type, device_id
-        self.dtype, self.shape, self.strides = dtype, shape, strides
+        self.dtype, self.itemsize, self.shape, self.strides = dtype, itemsize, shape, strides
         self.pointer, self.read_only, self.owner = pointer, read_only, owner
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
 
     @property
     def c_contiguous(self):
@@ -83,19 +98,54 @@ class DLPackView:
             expected *= dim
         return True
 
+    def check(self, dtypes, what="out"):
+        """The checks every fill makes of a view, on any device; raises before any write.
+
+        ``dtypes`` holds the names of the element types a fill accepts.
+        """
+        if self.dtype not in dtypes:
+            names = ", ".join(dtypes[:-1]) + " or " + dtypes[-1]
+            raise TypeError(f"{what} must hold {names}, got {self.dtype}")
+        if self.read_only:
+            raise ValueError(f"{what} is read-only")
+        if not self.c_contiguous:
+            raise ValueError(f"{what} must be C-contiguous (element strides {self.strides} "
+                             f"for shape {self.shape}); use a framework adapter such as "
+                             f"fastinit.torch for views")
+        if self.pointer % self.itemsize:
+            raise ValueError(f"{what}'s data pointer {self.pointer:#x} is not aligned to "
+                             f"its {self.itemsize}-byte elements")
+
+    def _raw(self, nbytes):
+        raw = (ctypes.c_uint8 * nbytes).from_address(self.pointer)
+        raw._fastinit_owner = self.owner   # keeps the producer's memory alive
+        return raw
+
     def numpy(self):
-        """A writable-or-not NumPy array over the same memory (CPU only)."""
-        size = int(np.prod(self.shape, dtype=np.int64))
-        nbytes = size * self.dtype.itemsize
+        """A writable-or-not NumPy array over the same memory (CPU, C-contiguous only)."""
+        dtype = numpy_dtype(self.dtype)
+        nbytes = self.size * self.itemsize
         if nbytes == 0:
-            arr = np.empty(self.shape, dtype=self.dtype)
+            arr = np.empty(self.shape, dtype=dtype)
         else:
-            raw = (ctypes.c_uint8 * nbytes).from_address(self.pointer)
-            raw._fastinit_owner = self.owner   # keeps the producer's memory alive
-            arr = np.frombuffer(raw, dtype=self.dtype).reshape(self.shape)
+            arr = np.frombuffer(self._raw(nbytes), dtype=dtype).reshape(self.shape)
         if self.read_only:
             arr.flags.writeable = False
         return arr
+
+    def bits(self):
+        """The elements as a flat array of unsigned integers of their width (CPU,
+        C-contiguous only): what a fill kernel writes, with no element type needed."""
+        bits = np.dtype(f"u{self.itemsize}")
+        if self.size == 0:
+            return np.empty(0, bits)
+        return np.frombuffer(self._raw(self.size * self.itemsize), dtype=bits)
+
+
+def is_torch_tensor(obj):
+    """Whether ``obj`` is a torch tensor (torch is never imported to find out)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 class _Owner:
@@ -144,5 +194,5 @@ def consume(obj):
             acc *= dim
         strides = tuple(reversed(strides))
     pointer = (t.data or 0) + t.byte_offset
-    return DLPackView(t.device.device_type, t.device.device_id, dtype, shape, strides,
-                      pointer, read_only, owner)
+    return DLPackView(t.device.device_type, t.device.device_id, dtype, t.dtype.bits // 8,
+                      shape, strides, pointer, read_only, owner)

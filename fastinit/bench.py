@@ -586,7 +586,7 @@ def measure_scaling(size, repeat, thread_counts):
     import numba
 
     import fastinit as fi
-    from fastinit._dispatch import PARALLEL_MIN
+    from fastinit.backends.cpu import PARALLEL_MIN
     saved = numba.get_num_threads()
     buf = Buffer(size, "float32")
     arr = buf.array
@@ -612,7 +612,7 @@ import gc, json, resource, sys
 import numba
 import fastinit as fi
 import fastinit.kernels._config                         # fastinit's threading layer first
-from fastinit._dispatch import PARALLEL_MIN
+from fastinit.backends.cpu import PARALLEL_MIN
 n, threads = int(sys.argv[1]), int(sys.argv[2])
 numba.set_num_threads(threads)
 fi.uniform(fi.empty(PARALLEL_MIN, "float32"), seed=0)   # load the kernel: not part of a fill
@@ -773,7 +773,7 @@ def run_bench(cfg, log=None):
 
     import fastinit as fi
     import fastinit.kernels._config  # noqa: F401  (before any Numba thread call)
-    from fastinit._dispatch import PARALLEL_MIN
+    from fastinit.backends.cpu import PARALLEL_MIN
     started = time.time()
     log = log or (lambda msg: None)
     saved = numba.get_num_threads()

@@ -2,11 +2,10 @@
 
 import numbers
 
-import ml_dtypes
 import numpy as np
 
-_DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32,
-           "float64": np.float64}
+from ._dlpack import numpy_dtype
+from .kernels._abi import DTYPES as _DTYPES
 
 
 def dtype_of(dtype):
@@ -20,12 +19,12 @@ def dtype_of(dtype):
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
-        return np.dtype(_DTYPES[dtype])
+        return numpy_dtype(dtype)
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be a dtype name or a NumPy dtype, got {dtype!r}") from None
-    if dt.name not in _DTYPES:
+    if dt.name not in _DTYPES or not dt.isnative:
         raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dt.name}")
     return dt
 
@@ -49,7 +48,7 @@ def empty(shape, dtype="float32", device="cpu", align=64):
             or align & (align - 1):
         raise ValueError(f"align must be a power of two, got {align!r}")
     if device != "cpu":
-        from . import cuda                # imports CuPy; only for device="cuda"
+        from .backends import cuda        # imports CuPy; only for device="cuda"
         return cuda.empty(shape, dt, device, align)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     raw = np.empty(nbytes + align, dtype=np.uint8)

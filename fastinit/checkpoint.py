@@ -832,7 +832,7 @@ def _load_kernels(spec):
     scratch buffers, before the output file exists: Numba loads a kernel on its first
     call, and a Ctrl-C that lands inside Numba's loader can be swallowed (a ctypes
     callback) or end the process by SIGINT; this way it never finds a file open."""
-    from ._dispatch import PARALLEL_MIN
+    from .backends.cpu import PARALLEL_MIN
     from .buffers import empty
     from .distributions import uniform
     for dt in sorted({t.dtype for t in spec.tensors

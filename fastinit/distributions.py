@@ -4,14 +4,12 @@ A public function checks its arguments and leaves ``out`` untouched when
 anything is wrong; only then does it draw its stream and launch.
 """
 
-import numpy as np
-
 from . import _contract as C
-from ._dispatch import as_target, fill_constant, launch
+from ._dispatch import target_of
 
 
-def _fill(out, kernel, params_for, seed, stream, offset):
-    target = as_target(out)
+def _fill(out, kind, params_for, seed, stream, offset):
+    backend, target = target_of(out)
     seed, stream = C.resolve_stream(seed, stream)
     offset = C.check_range(offset, target.size)
     params = params_for(target)
@@ -19,11 +17,7 @@ def _fill(out, kernel, params_for, seed, stream, offset):
         return out
     if seed is None:
         seed, stream = C.take_stream()
-
-    def ctl_for(fmt, chunks, kind):
-        return C.ctl_words(seed, stream, offset, fmt, chunks, kind)
-
-    launch(kernel, target, ctl_for, params)
+    backend.fill(target, kind, seed, stream, offset, params)
     return out
 
 
@@ -36,8 +30,8 @@ def uniform(out, low=0.0, high=1.0, *, seed=None, stream=0, offset=0):
     low, high = C.check_real("low", low), C.check_real("high", high)
 
     def params(t):
-        C.check_fits("low", low, t.dtype)
-        C.check_fits("high", high, t.dtype)
+        C.check_fits("low", low, t.name)
+        C.check_fits("high", high, t.name)
         return C.uniform_params(low, high, 0.0, t.compute)
     return _fill(out, "uniform", params, seed, stream, offset)
 
@@ -50,8 +44,8 @@ def masked_uniform(out, low, high, threshold, *, seed=None, stream=0, offset=0):
         raise ValueError(f"threshold must be >= 0, got {threshold}")
 
     def params(t):
-        C.check_fits("low", low, t.dtype)
-        C.check_fits("high", high, t.dtype)
+        C.check_fits("low", low, t.name)
+        C.check_fits("high", high, t.name)
         return C.uniform_params(low, high, threshold, t.compute)
     return _fill(out, "uniform", params, seed, stream, offset)
 
@@ -63,7 +57,7 @@ def normal(out, mean=0.0, std=1.0, *, seed=None, stream=0, offset=0):
         raise ValueError(f"std must be >= 0, got {std}")
 
     def params(t):
-        C.check_fits("mean and std", abs(mean) + std * C.NORMAL_RADIUS[t.compute], t.dtype)
+        C.check_fits("mean and std", abs(mean) + std * C.NORMAL_RADIUS[t.compute], t.name)
         return C.normal_params(mean, std, t.compute)
     return _fill(out, "normal", params, seed, stream, offset)
 
@@ -78,8 +72,8 @@ def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream
         raise ValueError(f"a must be < b, got a={a}, b={b}")
 
     def params(t):
-        C.check_fits("a", a, t.dtype)
-        C.check_fits("b", b, t.dtype)
+        C.check_fits("a", a, t.name)
+        C.check_fits("b", b, t.name)
         return C.truncated_normal_params(mean, std, a, b, t.compute)
     return _fill(out, "trunc", params, seed, stream, offset)
 
@@ -87,11 +81,10 @@ def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream
 def constant(out, value):
     """Fill ``out`` with ``value`` (rounded to float32 first for the half types)."""
     value = C.check_real("value", value)
-    target = as_target(out)
-    C.check_fits("value", value, target.dtype)
+    backend, target = target_of(out)
+    C.check_fits("value", value, target.name)
     if target.size:
-        v = np.array(target.compute(value)).astype(target.dtype)
-        fill_constant(target, v.view(target.bits.dtype)[()])
+        backend.fill_constant(target, C.constant_bits(value, target.name))
     return out
 
 

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 from . import _contract as C
+from ._dispatch import target_of
 from .distributions import normal, truncated_normal, uniform
 
 LAYOUTS = ("torch", "keras")
@@ -68,8 +69,7 @@ def calculate_gain(nonlinearity, param=None):
 def _shape(out):
     shape = getattr(out, "shape", None)
     if shape is None:
-        from ._dispatch import as_target
-        shape = as_target(out).shape
+        shape = target_of(out)[1].shape
     return tuple(shape)
 
 

@@ -35,14 +35,14 @@ class HandoffCopyWarning(UserWarning):
 # --- the host side -------------------------------------------------------------
 def _strided(view):
     """A NumPy array over a non-contiguous DLPack view (strides in elements)."""
-    size = view.dtype.itemsize
+    size, dtype = view.itemsize, _dlpack.numpy_dtype(view.dtype)
     if 0 in view.shape:
-        return np.empty(view.shape, dtype=view.dtype)
+        return np.empty(view.shape, dtype=dtype)
     lo = sum(min(0, (n - 1) * s) for n, s in zip(view.shape, view.strides))
     hi = sum(max(0, (n - 1) * s) for n, s in zip(view.shape, view.strides))
     raw = (ctypes.c_uint8 * ((hi - lo + 1) * size)).from_address(view.pointer + lo * size)
     raw._fastinit_owner = view.owner      # keeps the producer's memory alive
-    arr = np.ndarray(view.shape, dtype=view.dtype, buffer=raw, offset=-lo * size,
+    arr = np.ndarray(view.shape, dtype=dtype, buffer=raw, offset=-lo * size,
                      strides=tuple(s * size for s in view.strides))
     if view.read_only:
         arr.flags.writeable = False

@@ -1,11 +1,11 @@
 """The CUDA sources compile cleanly, with no GPU needed.
 
 - kernels/fill.cu compiles to PTX for sm_80 and sm_90 with nvcc, warnings
-  as errors, when nvcc is on PATH; so does the exact text fastinit/cuda.py
+  as errors, when nvcc is on PATH; so does the exact text fastinit/backends/cuda.py
   hands NVRTC (the header inlined); the PTX has every kernel, no fused
   multiply-add and no flush-to-zero, whatever -fmad says; ptxas finds no
   spills or local memory;
-- the same text compiles with NVRTC through CuPy (fastinit.cuda.build_binary)
+- the same text compiles with NVRTC through CuPy (fastinit.backends.cuda.build_binary)
   when CuPy and NVRTC are installed;
 - kernels/fastinit_philox.cuh compiles as C99 and as C++ with
   -Wall -Wextra -Werror.
@@ -84,8 +84,8 @@ def test_ptx_does_not_depend_on_fmad(tmp_path):
 
 
 def test_nvrtc_source_with_nvcc(tmp_path):
-    """The text fastinit/cuda.py compiles (header inlined) builds with nvcc too."""
-    from fastinit import cuda
+    """The text fastinit/backends/cuda.py compiles (header inlined) builds with nvcc too."""
+    from fastinit.backends import cuda
     src = tmp_path / "fill_inlined.cu"
     src.write_text(cuda.kernel_source())
     out = tmp_path / "fill_inlined.ptx"
@@ -111,7 +111,7 @@ def test_nvrtc_build():
         nvrtc.getVersion()
     except Exception as exc:
         pytest.skip(f"CuPy's NVRTC is not available ({exc})")
-    from fastinit import cuda
+    from fastinit.backends import cuda
     for arch in ("80", "90"):
         data, kind = cuda.build_binary(arch)
         assert kind == "cubin"

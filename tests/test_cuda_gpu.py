@@ -319,7 +319,7 @@ def _curand_kernel():
 
 
 def test_philox_words_equal_curand():
-    from fastinit import cuda
+    from fastinit.backends import cuda
     from fastinit.kernels.philox import philox4x32
     with open(os.path.join(ROOT, "kernels", "fastinit_philox.cuh")) as f:
         header = f.read()

@@ -335,7 +335,7 @@ def no_cupy(monkeypatch):
 
 
 def test_cuda_buffer_without_cupy(no_cupy):
-    from fastinit import cuda
+    from fastinit.backends import cuda
     x = np.full(8, 7.0, np.float32)
     with pytest.raises(cuda.CudaUnavailableError, match=r"fastinit\[cuda\]"):
         fi.uniform(_CudaProducer(x), seed=1)
@@ -345,7 +345,7 @@ def test_cuda_buffer_without_cupy(no_cupy):
 
 
 def test_cuda_empty_without_cupy(no_cupy):
-    from fastinit import cuda
+    from fastinit.backends import cuda
     with pytest.raises(cuda.CudaUnavailableError, match=r"device='cuda'.*fastinit\[cuda\]"):
         fi.empty((4, 4), device="cuda")
     with pytest.raises(ValueError, match=r"\bdevice\b"):
@@ -353,25 +353,28 @@ def test_cuda_empty_without_cupy(no_cupy):
 
 
 def test_cuda_source_is_fill_cu_with_the_header(no_cupy):
-    from fastinit import cuda
+    from fastinit.backends import cuda
     src = cuda.kernel_source()
     with open(os.path.join(KERNELS, "fastinit_philox.cuh")) as f:
         header = f.read()
     assert header in src and cuda.INCLUDE_LINE not in src
-    for name in cuda.KERNELS.values():
-        assert f"{name}(" in src
+    from fastinit.kernels import _abi
+    for kind in _abi.KINDS:
+        for dtype in _abi.DTYPES:
+            assert f"{_abi.cuda_kernel_name(kind, dtype)}(" in src
     with open(os.path.join(KERNELS, "fill.cu")) as f:
         assert f"#define FILL_THREADS {cuda.THREADS}\n" in f.read()
     assert "--fmad=false" in cuda.OPTIONS and not any("fast" in o for o in cuda.OPTIONS)
 
 
-def test_ctl_word_indices_match_the_cpu_kernels():
-    from fastinit import cuda
-    from fastinit.kernels import cpu
-    assert (cuda.CTL_OFFSET, cuda.CTL_K0, cuda.CTL_K1, cuda.CTL_S0, cuda.CTL_S1) == \
-        (cpu.CTL_OFFSET, cpu.CTL_K0, cpu.CTL_K1, cpu.CTL_S0, cpu.CTL_S1)
-    ctl = C.ctl_words(2 ** 64 - 2, 2 ** 40 + 3, 99, 0, 1, 0)
-    assert [int(ctl[i]) for i in range(5)] == [99, 0xFFFFFFFE, 0xFFFFFFFF, 3, 2 ** 8]
+def test_ctl_words_follow_the_abi():
+    from fastinit.kernels import _abi
+    ctl = C.ctl_words(2 ** 64 - 2, 2 ** 40 + 3, 99, _abi.FMT_BF16, 7, _abi.KIND_TRUNC)
+    assert ctl.size == _abi.CTL_WORDS
+    got = {i: int(ctl[i]) for i in range(_abi.CTL_WORDS)}
+    assert got == {_abi.CTL_OFFSET: 99, _abi.CTL_K0: 0xFFFFFFFE, _abi.CTL_K1: 0xFFFFFFFF,
+                   _abi.CTL_S0: 3, _abi.CTL_S1: 2 ** 8, _abi.CTL_FMT: _abi.FMT_BF16,
+                   _abi.CTL_CHUNKS: 7, _abi.CTL_KIND: _abi.KIND_TRUNC}
 
 
 # --- the CUDA path end to end, on a fake CuPy that runs the emulated kernels ------------
@@ -445,7 +448,7 @@ class _FakeCudaArray:
 @pytest.fixture
 def fake_cuda(monkeypatch, emulated):
     """fastinit.cuda on a fake CuPy whose kernels are fill.cu's bodies on the host."""
-    from fastinit import cuda
+    from fastinit.backends import cuda
     fake = _FakeCupy()
     calls = []
     kinds = {"uniform": 0, "normal": 1, "trunc": 2}

@@ -187,7 +187,7 @@ def test_constant(dtype, value, poisoned):
 def test_large_constant_runs_on_every_thread_and_stays_in_bounds(dtype):
     """From 2^17 elements the fill runs as a parallel kernel: every element
     of the view is set, in 8 chunks per thread, and nothing beyond it."""
-    from fastinit._dispatch import PARALLEL_MIN
+    from fastinit.backends.cpu import PARALLEL_MIN
     n = PARALLEL_MIN * 3 + 7                      # chunks of unequal length
     item = np.dtype(dtype).itemsize
     raw = np.full((n + 40) * item, 0xA5, np.uint8)

@@ -350,7 +350,7 @@ def test_thread_count_does_not_matter(dist, dtype):
     finally:
         numba.set_num_threads(before)
     assert_same_bits(one, two, f"{dist} {dtype} 1 vs 2 threads")
-    # ... and the serial path (below _dispatch.PARALLEL_MIN elements) agrees with both
+    # ... and the serial path (below cpu_backend.PARALLEL_MIN elements) agrees with both
     part = fill(dist, 20_001, dtype, seed, stream, offset + 500_001, **p)
     assert_same_bits(part, two[500_001:520_002], f"{dist} {dtype} serial vs parallel")
 

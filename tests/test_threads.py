@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import fastinit as fi
-from fastinit import _dispatch
+from fastinit.backends import cpu as cpu_backend
 from fastinit.kernels import _config
 
-BIG = 1 << 18                     # well past _dispatch.PARALLEL_MIN: the parallel path
+BIG = 1 << 18                     # well past cpu_backend.PARALLEL_MIN: the parallel path
 TIMEOUT = 60.0
 
 # (fill, dtype, params, seed, stream, offset): one job per thread
@@ -44,7 +44,7 @@ def digest(x):
 
 
 def test_big_is_parallel():
-    assert BIG >= 2 * _dispatch.PARALLEL_MIN
+    assert BIG >= 2 * cpu_backend.PARALLEL_MIN
 
 
 def test_threading_layer_is_thread_safe():
@@ -258,7 +258,7 @@ def test_parallel_fill_is_its_serial_pieces(job):
     """One parallel fill == serial fills of its pieces at their offsets, on any thread count."""
     whole = run_job(job)
     fill, dtype, params, seed, stream, offset = job
-    piece = _dispatch.PARALLEL_MIN // 2 - 3                # odd, below the parallel cutoff
+    piece = cpu_backend.PARALLEL_MIN // 2 - 3                # odd, below the parallel cutoff
     parts = np.empty(BIG, dtype)
     for start in range(0, BIG, piece):
         stop = min(start + piece, BIG)

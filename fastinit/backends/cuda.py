@@ -42,38 +42,20 @@ import warnings
 
 import numpy as np
 
-from . import _dlpack
-from ._dispatch import FLOAT_DTYPES, FMT, KINDS, check_view
+from .. import _contract, _dlpack
+from ..kernels._abi import (CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0, CTL_S1, CUDA_THREADS, DTYPES,
+                            KINDS, PARAMS, cuda_kernel_name)
+from . import FLOAT_NAMES, Target
 
 HEADER = "fastinit_philox.cuh"
 SOURCE = "fill.cu"
 INCLUDE_LINE = '#include "fastinit_philox.cuh"'
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true",
            "--prec-sqrt=true")
-THREADS = 256            # threads per CUDA block: FILL_THREADS in kernels/fill.cu
+THREADS = CUDA_THREADS   # threads per CUDA block
 BLOCKS_PER_SM = 4        # resident blocks per multiprocessor if the occupancy query fails
 PIP_HINT = ("pip install 'fastinit[cuda]' (CuPy for CUDA 12, cupy-cuda12x; "
             "use cupy-cuda13x for CUDA 13)")
-
-# The kernels of kernels/fill.cu, by (kernel, dtype name).
-KERNELS = {
-    ("uniform", "float32"): "fastinit_uniform_f32",
-    ("uniform", "bfloat16"): "fastinit_uniform_bf16",
-    ("uniform", "float16"): "fastinit_uniform_f16",
-    ("uniform", "float64"): "fastinit_uniform_f64",
-    ("normal", "float32"): "fastinit_normal_f32",
-    ("normal", "bfloat16"): "fastinit_normal_bf16",
-    ("normal", "float16"): "fastinit_normal_f16",
-    ("normal", "float64"): "fastinit_normal_f64",
-    ("trunc", "float32"): "fastinit_trunc_f32",
-    ("trunc", "bfloat16"): "fastinit_trunc_bf16",
-    ("trunc", "float16"): "fastinit_trunc_f16",
-    ("trunc", "float64"): "fastinit_trunc_f64",
-}
-# How many parameters each kernel takes after (out, n, offset, k0, k1, s0, s1).
-N_PARAMS = {"uniform": 5, "normal": 2, "trunc": 8}
-# Control words (fastinit._contract.ctl_words; kernels.cpu.CTL_*) the kernels use.
-CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1 = range(5)
 
 
 class CudaUnavailableError(ValueError):
@@ -113,8 +95,8 @@ def parse_device(device):
 
 # --- source and modules ---------------------------------------------------------------
 def kernel_dir():
-    """The folder holding fill.cu and the header (the package ``fastinit.kernels``)."""
-    from . import kernels
+    """The folder holding fill.cu and the header (in the package ``fastinit.kernels``)."""
+    from .. import kernels
     return os.path.dirname(os.path.abspath(kernels.__file__))
 
 
@@ -272,8 +254,8 @@ def _function(cupy, device_id, name):
 
 
 # --- launching --------------------------------------------------------------------------
-def fill_cuda(kernel, ptr, n, dtype_name, ctl, params, *, device_id, stream):
-    """Launch ``kernel`` over ``n`` elements of ``dtype_name`` at device pointer ``ptr``.
+def fill_cuda(kind, ptr, n, dtype_name, ctl, params, *, device_id, stream):
+    """Launch the ``kind`` kernel over ``n`` elements of ``dtype_name`` at device pointer ``ptr``.
 
     ``ctl`` holds the control words of ``fastinit._contract.ctl_words``
     (offset, key and stream words), ``params`` the distribution's parameters
@@ -284,13 +266,13 @@ def fill_cuda(kernel, ptr, n, dtype_name, ctl, params, *, device_id, stream):
     n = int(n)
     if n <= 0:
         return
-    name = KERNELS[(kernel, dtype_name)]
-    compute = np.float64 if dtype_name == "float64" else np.float32
+    name = cuda_kernel_name(kind, dtype_name)
+    compute = np.dtype(DTYPES[dtype_name].compute)
     params = np.asarray(params)
-    if params.dtype != compute or params.shape != (N_PARAMS[kernel],):
-        raise RuntimeError(f"{kernel} expects {N_PARAMS[kernel]} {np.dtype(compute).name} "
+    if params.dtype != compute or params.shape != (len(PARAMS[kind]),):
+        raise RuntimeError(f"{kind} expects {len(PARAMS[kind])} {compute.name} "
                            f"parameters, got {params.dtype} {params.shape}: the host "
-                           f"contract and kernels/fill.cu disagree")
+                           f"contract and cuda/fill.cu disagree")
     offset = int(ctl[CTL_OFFSET])
     lanes = 2 if dtype_name == "float64" else 4
     blocks = (offset + n - 1) // lanes - offset // lanes + 1
@@ -304,11 +286,25 @@ def fill_cuda(kernel, ptr, n, dtype_name, ctl, params, *, device_id, stream):
             fn((grid,), (THREADS,), args)
 
 
-def launch(kernel, target, ctl_for, params):
-    """The dispatcher's entry (``fastinit._dispatch.launch``) for a :class:`CudaTarget`."""
-    ctl = ctl_for(FMT[target.name], 1, KINDS[kernel])
-    fill_cuda(kernel, target.ptr, target.size, target.name, ctl, params,
+def fill(target, kind, seed, stream, offset, params):
+    """The backend's fill (see ``fastinit.backends``) for a :class:`CudaTarget`."""
+    ctl = _contract.ctl_words(seed, stream, offset, DTYPES[target.name].fmt, 1, KINDS[kind])
+    fill_cuda(kind, target.ptr, target.size, target.name, ctl, params,
               device_id=target.device_id, stream=target.stream)
+    if target.sync:
+        target.stream.synchronize()
+
+
+def fill_constant(target, bits):
+    """Every element of ``target`` = ``bits``, with CuPy's own fill on the target's stream."""
+    cupy = _cupy()
+    dtype = np.dtype(DTYPES[target.name].bits)
+    with cupy.cuda.Device(target.device_id):
+        mem = cupy.cuda.UnownedMemory(target.ptr, target.size * dtype.itemsize, target.owner,
+                                      target.device_id)
+        arr = cupy.ndarray((target.size,), dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0))
+        with target.stream:
+            arr.fill(dtype.type(bits))
     if target.sync:
         target.stream.synchronize()
 
@@ -339,13 +335,9 @@ def _external_stream(cupy, ptr, device_id):
         return cupy.cuda.ExternalStream(ptr, device_id)
 
 
-def _is_torch(out):
-    return type(out).__module__.startswith("torch") and "torch" in sys.modules
-
-
 def _launch_stream(cupy, out, device_id):
     """(CuPy stream to fill on, the ``stream`` for ``__dlpack__``, sync after the fill)."""
-    if _is_torch(out):
+    if _dlpack.is_torch_tensor(out):
         torch = sys.modules["torch"]
         ptr = torch.cuda.current_stream(device_id).cuda_stream
         return _external_stream(cupy, ptr, device_id), (ptr or 1), False
@@ -379,41 +371,15 @@ class _Export:
             raise _ExportFailed(exc) from exc
 
 
-class _CudaBits:
-    """The buffer's bits, enough for ``fastinit.constant`` (``.dtype``, ``.fill``)."""
+class CudaTarget(Target):
+    """A :class:`~fastinit.backends.Target` in CUDA memory, filled on ``stream``."""
 
-    def __init__(self, target, dtype):
-        self._target, self.dtype = target, np.dtype(dtype)
-
-    def fill(self, value):
-        t = self._target
-        cupy = _cupy()
-        value = self.dtype.type(np.asarray(value).item())
-        with cupy.cuda.Device(t.device_id):
-            mem = cupy.cuda.UnownedMemory(t.ptr, t.size * self.dtype.itemsize, t.owner,
-                                          t.device_id)
-            arr = cupy.ndarray((t.size,), dtype=self.dtype,
-                               memptr=cupy.cuda.MemoryPointer(mem, 0))
-            with t.stream:
-                arr.fill(value)
-        if t.sync:
-            t.stream.synchronize()
-
-
-class CudaTarget:
-    """A checked, writable, C-contiguous float buffer in CUDA memory."""
-
-    is_cuda = True
-    __slots__ = ("ptr", "device_id", "stream", "sync", "owner", "bits", "name", "compute",
-                 "size", "shape", "dtype")
+    __slots__ = ("ptr", "device_id", "stream", "sync", "owner")
 
     def __init__(self, view, device_id, stream, sync):
+        super().__init__(view.dtype, view.shape)
         self.ptr, self.device_id, self.stream, self.sync = view.pointer, device_id, stream, sync
         self.owner = view.owner          # keeps the producer's export alive
-        self.name, self.compute, bits_type = FLOAT_DTYPES[view.dtype]
-        self.shape, self.dtype = tuple(view.shape), view.dtype
-        self.size = int(np.prod(self.shape, dtype=np.int64))
-        self.bits = _CudaBits(self, bits_type)
 
 
 def as_target(out):
@@ -431,10 +397,7 @@ def as_target(out):
     if view.device_type not in (_dlpack.KDL_CUDA, _dlpack.KDL_CUDA_MANAGED):
         raise ValueError(f"out says it lives on CUDA device {device_id}, but exported "
                          f"memory of DLPack device type {view.device_type}")
-    check_view(view)
-    if view.pointer % view.dtype.itemsize:
-        raise ValueError(f"out's data pointer {view.pointer:#x} is not aligned to its "
-                         f"{view.dtype.itemsize}-byte elements")
+    view.check(FLOAT_NAMES)
     return CudaTarget(view, device_id, stream, sync)
 
 

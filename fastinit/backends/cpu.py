@@ -1,0 +1,172 @@
+"""The CPU backend: the Numba kernels of ``fastinit.kernels.cpu`` over host memory.
+
+A buffer (a NumPy array of any subclass, a torch CPU tensor, or any CPU
+DLPack producer) becomes a :class:`CpuTarget`: a flat, base-class array of
+unsigned integers over the same memory, one per element. The kernels index
+it without bounds checks, so nothing else ever reaches them. Small fills
+run on the calling thread; from ``PARALLEL_MIN`` elements on every core.
+"""
+
+import numpy as np
+
+from .. import _contract, _dlpack
+from ..kernels._abi import DTYPES, KINDS
+from . import FLOAT_LIST, FLOAT_NAMES, Target
+
+PARALLEL_MIN = 1 << 17      # below this, one thread (docs/design.md: waking the pool)
+CHUNKS_PER_THREAD = 8       # tiles are dealt out in this many chunks per thread
+
+
+class CpuTarget(Target):
+    """A :class:`~fastinit.backends.Target` in host memory; ``bits`` is its flat view."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits, name, shape):
+        super().__init__(name, shape)
+        if bits.ndim != 1 or bits.size != self.size or type(bits) is not np.ndarray:
+            raise AssertionError("a CPU target must be a flat ndarray of its elements")
+        self.bits = bits
+
+
+def dtype_name(dtype):
+    """The fill dtype name of NumPy ``dtype`` ("bfloat16", ...), or None."""
+    name = dtype.name
+    spec = DTYPES.get(name)
+    if spec is None or not dtype.isnative or dtype.itemsize != spec.itemsize:
+        return None
+    return name
+
+
+def _flat_bits(arr, what):
+    """A checked :class:`CpuTarget` over the NumPy array ``arr`` (any subclass).
+
+    Subclass methods are never called: ``np.ndarray.view`` and
+    ``np.ndarray.reshape`` are the base class's own. A masked array is
+    refused: a fill would write the masked elements too, so the caller says
+    so by passing ``arr.data``.
+    """
+    if isinstance(arr, np.ma.MaskedArray):
+        raise TypeError(f"{what} is a numpy.ma.MaskedArray; fastinit fills every element "
+                        f"of a buffer, masked or not: pass {what}.data to fill the data "
+                        f"(the mask stays as it is)")
+    base = arr if type(arr) is np.ndarray else np.ndarray.view(arr, np.ndarray)
+    name = dtype_name(base.dtype)
+    if name is None:
+        raise TypeError(f"{what} must hold {FLOAT_LIST}, got {base.dtype}")
+    if not base.flags.writeable:
+        raise ValueError(f"{what} is read-only")
+    if not base.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (strides {base.strides} for shape "
+                         f"{base.shape}); fill a contiguous buffer, or use a framework "
+                         f"adapter such as fastinit.torch for views")
+    if not base.flags.aligned:
+        raise ValueError(f"{what} is not aligned to its {base.dtype.itemsize}-byte elements "
+                         f"(data at address {base.ctypes.data:#x}); fill an aligned buffer "
+                         f"such as fastinit.empty(...) and copy it")
+    flat = np.ndarray.reshape(base, base.size)
+    return CpuTarget(np.ndarray.view(flat, DTYPES[name].bits), name, base.shape)
+
+
+_TORCH_BITS = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def _torch_target(out, what):
+    """A :class:`CpuTarget` over a torch CPU tensor, through ``Tensor.numpy()`` of
+    its bits (about 2 us; a DLPack round trip through torch costs about 40).
+    None for a tensor that takes the DLPack path (one that requires grad)."""
+    if out.requires_grad:
+        return None
+    import torch
+    name = str(out.dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise TypeError(f"{what} must hold {FLOAT_LIST}, got {out.dtype}")
+    if not out.is_contiguous():
+        raise ValueError(f"{what} must be C-contiguous (strides {tuple(out.stride())} for "
+                         f"shape {tuple(out.shape)}); use fastinit.torch for views")
+    bits = out.view(getattr(torch, _TORCH_BITS[out.element_size()])).numpy()
+    flat = np.ndarray.reshape(bits, bits.size)
+    return CpuTarget(np.ndarray.view(flat, DTYPES[name].bits), name, out.shape)
+
+
+def as_target(out, what="out"):
+    """The checked :class:`CpuTarget` over ``out``'s memory; raises before any write."""
+    if isinstance(out, np.ndarray):
+        return _flat_bits(out, what)
+    if _dlpack.is_torch_tensor(out):
+        target = _torch_target(out, what)
+        if target is not None:
+            return target
+    try:
+        view = _dlpack.consume(out)
+    except (RuntimeError, BufferError, TypeError) as exc:
+        raise TypeError(f"{what} could not be exported through DLPack: {exc}") from exc
+    view.check(FLOAT_NAMES, what)
+    flat = view.bits()
+    return CpuTarget(np.ndarray.view(flat, DTYPES[view.dtype].bits), view.dtype, view.shape)
+
+
+# --- launching -------------------------------------------------------------------------
+_kernels = None
+_config = None
+
+
+def _load():
+    """The Numba kernels, imported on the first CPU fill (Numba's setup is not free)."""
+    global _kernels, _config
+    if _kernels is None:
+        from ..kernels import _config as config   # picks the threading layer first
+        from ..kernels import cpu
+        _config, _kernels = config, cpu
+    return _kernels
+
+
+def _thread_safe():
+    """Whether parallel launches may run concurrently.
+
+    If something started Numba's thread pool before fastinit chose TBB, the
+    layer actually running decides; an unsafe one gets the lock.
+    """
+    import numba
+    if not _config.THREAD_SAFE:
+        return False
+    try:
+        layer = numba.threading_layer()
+    except ValueError:                 # no parallel launch yet: ours will be used
+        return True
+    return layer in ("tbb", "omp")
+
+
+def _parallel_chunks():
+    import numba
+    return numba.get_num_threads() * CHUNKS_PER_THREAD
+
+
+def _run_parallel(kernel, *args):
+    """Run a parallel Numba kernel, under the launch lock when the threading
+    layer is not safe for concurrent launches."""
+    if _thread_safe():
+        kernel(*args)
+    else:
+        with _config.KERNEL_LOCK:
+            kernel(*args)
+
+
+def fill(target, kind, seed, stream, offset, params):
+    kernels = _load()
+    fmt, code = DTYPES[target.name].fmt, KINDS[kind]
+    if target.size < PARALLEL_MIN:
+        kernels.fill_serial(target.bits, _contract.ctl_words(seed, stream, offset, fmt, 1, code),
+                            params)
+        return
+    ctl = _contract.ctl_words(seed, stream, offset, fmt, _parallel_chunks(), code)
+    _run_parallel(kernels.fill_parallel, target.bits, ctl, params)
+
+
+def fill_constant(target, bits):
+    value = target.bits.dtype.type(bits)
+    if target.size < PARALLEL_MIN:
+        target.bits.fill(value)
+        return
+    kernels = _load()
+    _run_parallel(kernels.fill_constant, target.bits, value, _parallel_chunks())
