@@ -1,11 +1,46 @@
-"""Layer 3: the fills. Each validates everything, then runs one kernel.
+"""Layer 3: the fills. Each checks all its arguments, then runs one kernel.
 
-A public function checks its arguments and leaves ``out`` untouched when
-anything is wrong; only then does it draw its stream and launch.
+A failed check raises before anything is written, so ``out`` is either
+filled completely or left untouched.
 """
 
 from . import _contract as C
 from ._dispatch import target_of
+
+_BUFFER = """out : buffer
+        A writable, C-contiguous float16, bfloat16, float32 or float64 buffer:
+        a NumPy array (any subclass but a masked array), a torch tensor, or
+        any object with ``__dlpack__`` (CPU or CUDA). Filled in place."""
+_STREAM = """seed : int in [0, 2**64) or None, optional
+        The Philox key. None takes the process-wide seed
+        (:func:`fastinit.manual_seed`) and the next stream of a process-wide
+        counter, so an unseeded program is reproducible by call order.
+    stream : int in [0, 2**64), optional
+        Which of the seed's independent streams to draw from (needs a seed).
+    offset : int, optional
+        Global index of ``out``'s first element: element ``k`` gets the
+        stream's value for index ``offset + k``, so a shard filled with its
+        offset holds exactly its slice of the full tensor.
+        ``offset + out.size <= 2**64``."""
+_RETURNS = """Returns
+    -------
+    out
+        The same buffer.
+
+    Raises
+    ------
+    TypeError
+        ``out`` is no buffer, or holds another dtype; a parameter is no number.
+    ValueError
+        ``out`` is read-only, non-contiguous or misaligned; a parameter is out
+        of range or would overflow the dtype. ``out`` is left untouched."""
+
+
+def _doc(func):
+    """Fill the shared sections (``{out}``, ``{stream}``, ``{returns}``) into a docstring."""
+    if func.__doc__:                          # None under python -OO
+        func.__doc__ = func.__doc__.format(out=_BUFFER, stream=_STREAM, returns=_RETURNS)
+    return func
 
 
 def _fill(out, kind, params_for, seed, stream, offset):
@@ -21,11 +56,26 @@ def _fill(out, kind, params_for, seed, stream, offset):
     return out
 
 
+@_doc
 def uniform(out, low=0.0, high=1.0, *, seed=None, stream=0, offset=0):
-    """Fill ``out`` with U[low, high): ``low + (high - low) * u``, u = k 2^-24 (2^-53).
+    """Fill ``out`` with U[low, high).
 
-    float16 and bfloat16 hold the float32 values rounded, so they can equal
-    ``high`` (docs/stream.md 3.8).
+    ``v = rn(low) + (rn(high) - rn(low)) * u`` with ``u = k * 2**-24`` (float64:
+    ``2**-53``), clamped into [low, high) (docs/stream.md 3.3). float16 and
+    bfloat16 hold the float32 value rounded, so they can equal ``high``.
+
+    Parameters
+    ----------
+    {out}
+    low, high : float
+        The interval; ``low <= high``.
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> w = fastinit.uniform(np.empty((256, 128), np.float32), -0.1, 0.1, seed=0)
     """
     low, high = C.check_real("low", low), C.check_real("high", high)
 
@@ -36,8 +86,25 @@ def uniform(out, low=0.0, high=1.0, *, seed=None, stream=0, offset=0):
     return _fill(out, "uniform", params, seed, stream, offset)
 
 
+@_doc
 def masked_uniform(out, low, high, threshold, *, seed=None, stream=0, offset=0):
-    """Uniform on [low, high), then 0 where |x| < threshold, in one pass."""
+    """Fill ``out`` with U[low, high), then 0 where ``|x| < threshold``, in one pass.
+
+    Parameters
+    ----------
+    {out}
+    low, high : float
+        The interval, as :func:`uniform`.
+    threshold : float
+        Values of smaller magnitude become +0.0; ``threshold >= 0``.
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.masked_uniform(w, -1.0, 1.0, 0.5, seed=0)   # about half are 0
+    """
     low, high = C.check_real("low", low), C.check_real("high", high)
     threshold = C.check_real("threshold", threshold)
     if threshold < 0:
@@ -50,8 +117,27 @@ def masked_uniform(out, low, high, threshold, *, seed=None, stream=0, offset=0):
     return _fill(out, "uniform", params, seed, stream, offset)
 
 
+@_doc
 def normal(out, mean=0.0, std=1.0, *, seed=None, stream=0, offset=0):
-    """Fill ``out`` with N(mean, std^2) by Box-Muller on element pairs (2m, 2m+1)."""
+    """Fill ``out`` with N(mean, std**2), by Box-Muller on element pairs (2m, 2m+1).
+
+    ``x = mean + std * r * cos2pi(u2)`` (and ``sin2pi`` for the odd element),
+    ``r = sqrt(-2 log u1)`` (docs/stream.md 3.5).
+
+    Parameters
+    ----------
+    {out}
+    mean : float
+    std : float
+        ``std >= 0``.
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.normal(w, 0.0, 0.02, seed=0, stream=7)
+    """
     mean, std = C.check_real("mean", mean), C.check_real("std", std)
     if std < 0:
         raise ValueError(f"std must be >= 0, got {std}")
@@ -62,8 +148,30 @@ def normal(out, mean=0.0, std=1.0, *, seed=None, stream=0, offset=0):
     return _fill(out, "normal", params, seed, stream, offset)
 
 
+@_doc
 def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream=0, offset=0):
-    """N(mean, std^2) restricted to the absolute bounds [a, b], by inverse CDF."""
+    """Fill ``out`` with N(mean, std**2) restricted to the absolute bounds [a, b].
+
+    Drawn by inverse CDF in one pass (no rejection), never outside [a, b]
+    (docs/stream.md 3.6); ``a``/``b`` are bounds on the values, as in
+    ``torch.nn.init.trunc_normal_``, not in units of ``std``.
+
+    Parameters
+    ----------
+    {out}
+    mean : float
+    std : float
+        ``std > 0``.
+    a, b : float
+        ``a < b``.
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.truncated_normal(w, 0.0, 0.02, -0.04, 0.04, seed=0)
+    """
     mean, std = C.check_real("mean", mean), C.check_real("std", std)
     a, b = C.check_real("a", a), C.check_real("b", b)
     if std <= 0:
@@ -78,8 +186,25 @@ def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream
     return _fill(out, "trunc", params, seed, stream, offset)
 
 
+@_doc
 def constant(out, value):
-    """Fill ``out`` with ``value`` (rounded to float32 first for the half types)."""
+    """Fill ``out`` with ``value``.
+
+    The value is rounded to the compute type (float32, float64 for float64
+    buffers), then to nearest even for float16/bfloat16 (docs/stream.md 3.7).
+
+    Parameters
+    ----------
+    {out}
+    value : float
+        Finite, and within the dtype's range.
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.constant(bias, 0.1)
+    """
     value = C.check_real("value", value)
     backend, target = target_of(out)
     C.check_fits("value", value, target.name)
@@ -89,10 +214,10 @@ def constant(out, value):
 
 
 def zeros(out):
-    """Fill ``out`` with 0."""
+    """Fill ``out`` with +0.0: ``constant(out, 0.0)``."""
     return constant(out, 0.0)
 
 
 def ones(out):
-    """Fill ``out`` with 1."""
+    """Fill ``out`` with 1.0: ``constant(out, 1.0)``."""
     return constant(out, 1.0)
