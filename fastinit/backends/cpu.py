@@ -73,7 +73,7 @@ _TORCH_BITS = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
 
 def _torch_target(out, what):
     """A :class:`CpuTarget` over a torch CPU tensor, through ``Tensor.numpy()`` of
-    its bits (about 2 us; a DLPack round trip through torch costs about 40).
+    its bits (cheaper than a DLPack round trip through torch: docs/design.md).
     None for a tensor that takes the DLPack path (one that requires grad)."""
     if out.requires_grad:
         return None
