@@ -211,7 +211,11 @@ def __getattr__(name):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     with _OPTIONS_LOCK:
         if "SERIAL" not in globals():
-            serial = dict(cache=_disk_cache(), **_OPTIONS)
+            try:
+                cache = _disk_cache()
+            except AttributeError as exc:   # would read as "cannot import name 'SERIAL'"
+                raise RuntimeError(f"fastinit: setting up Numba's cache failed: {exc!r}") from exc
+            serial = dict(cache=cache, **_OPTIONS)
             globals().update(SERIAL=serial, PARALLEL=dict(serial, parallel=True),
                              INLINE=dict(serial, inline="always"))
     return globals()[name]

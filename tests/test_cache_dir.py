@@ -62,6 +62,9 @@ except PermissionError:
 else:
     os.remove(probe)
     package_writable = True
+if not cfg["fill"]:
+    print(json.dumps(dict(package_writable=package_writable, cache=_config.SERIAL["cache"])))
+    sys.exit()
 a = np.empty(cfg["n"], np.float64)
 fi.uniform(a, -2.0, 3.0, seed=cfg["seed"])
 from fastinit.kernels import cpu
@@ -83,7 +86,7 @@ print(json.dumps(dict(
 
 
 def _tree(root, mode):
-    for d, dirs, files in os.walk(root):
+    for d, _, files in os.walk(root):
         for name in files:
             os.chmod(os.path.join(d, name), mode & 0o666)
         os.chmod(d, mode)
@@ -103,8 +106,11 @@ class Child:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """The read-only package copy, the directories, the parent's fill, and
-    a ``run(name, **scenario)`` that starts a child in the background."""
+    """The read-only package copy, the directories, the parent's fill,
+    ``runs[name]()``: the finished child(ren) of each scenario, started in
+    the background, and ``launch(...)``: one more child, run now."""
+    if not hasattr(os, "geteuid"):
+        pytest.skip("POSIX file permissions")
     if os.geteuid() == 0 and sys.platform != "linux":
         pytest.skip("as root, read-only permissions can only be enforced here on Linux "
                     "(by dropping CAP_DAC_OVERRIDE)")
@@ -122,17 +128,14 @@ def world(tmp_path_factory):
     for ro in read_only:
         _tree(ro, 0o555)
 
-    expected = np.empty(N, np.float64)
-    fi.uniform(expected, -2.0, 3.0, seed=SEED)
-
-    def launch(home, tmpdir, cache_dir=None, tempdir=None):
+    def launch(home, tmpdir, cache_dir=None, tempdir=None, fill=True):
         env = {k: v for k, v in os.environ.items()
                if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "NUMBA_CACHE_LOCATOR_CLASSES")}
         env.update(HOME=str(home), TMPDIR=str(tmpdir), PYTHONPATH=str(pkg),
                    PYTHONDONTWRITEBYTECODE="1")
         if cache_dir is not None:
             env["NUMBA_CACHE_DIR"] = str(cache_dir)
-        cfg = json.dumps(dict(n=N, seed=SEED, tempdir=tempdir and str(tempdir)))
+        cfg = json.dumps(dict(n=N, seed=SEED, tempdir=tempdir and str(tempdir), fill=fill))
         cmd = [sys.executable, "-c", CHILD, cfg]
         if os.geteuid() == 0:
             cmd = [sys.executable, "-c", DROP_DAC] + cmd[1:]
@@ -164,9 +167,11 @@ def world(tmp_path_factory):
         "memory": pool.submit(launch, home=dirs["ro_home"], tmpdir=dirs["ro_tmp"],
                               cache_dir=dirs["ro_cache_dir"], tempdir=dirs["ro_tmp"]),
     }
+    expected = np.empty(N, np.float64)        # this process' fill, from the checkout
+    fi.uniform(expected, -2.0, 3.0, seed=SEED)
     yield dict(runs={k: f.result for k, f in runs.items()}, expected=expected.tobytes().hex(),
-               pkg=pkg, **dirs)
-    pool.shutdown(wait=True)
+               pkg=pkg, launch=launch, **dirs)
+    pool.shutdown(wait=True, cancel_futures=True)
     for ro in read_only:
         _tree(ro, 0o755)
 
@@ -244,6 +249,19 @@ def test_nothing_writable_compiles_in_memory(world):
     assert out["cache"] is False and out["cache_path"] is None
 
 
+def test_an_unwritable_numba_cache_dir_is_named(world, tmp_path):
+    # Numba itself silently falls back to its next locator; say where the cache went
+    home = tmp_path / "home"
+    home.mkdir()
+    child = world["launch"](home=home, tmpdir=tmp_path, cache_dir=world["ro_cache_dir"],
+                            fill=False)
+    assert child.ok()["cache"] is True
+    assert len(child.warnings) == 1, child.stderr
+    line = child.warnings[0]
+    assert f"NUMBA_CACHE_DIR={world['ro_cache_dir']} is not writable" in line
+    assert str(home / ".cache" / "numba") in line
+
+
 # -- the temporary directory is private (cached kernels are pickles) ---------
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX ownership checks")
@@ -272,3 +290,17 @@ def test_private_temp_dir_refuses_a_planted_one(tmp_path, planted):
     st = os.lstat(path)
     assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
     assert not os.listdir(elsewhere)
+
+
+def test_a_failing_cache_setup_is_not_masked_as_an_import_error(monkeypatch):
+    # `from ._config import SERIAL` turns an AttributeError from the module's
+    # __getattr__ into "cannot import name", losing the cause
+    def broken():
+        raise AttributeError("module 'numba.core.caching' has no attribute 'AppDirs'")
+    for name in ("SERIAL", "PARALLEL", "INLINE"):
+        monkeypatch.delattr(_config, name)
+    monkeypatch.setattr(_config, "_disk_cache", broken)
+    with pytest.raises(RuntimeError, match="AppDirs"):
+        _config.SERIAL
+    with pytest.raises(AttributeError):
+        _config.NO_SUCH_OPTION
