@@ -24,4 +24,5 @@ bench: $(STAMP)
 	$(PY) -m fastinit bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info kernels/__pycache__ fastinit/__pycache__
+	rm -rf $(VENV) build *.egg-info
+	find fastinit kernels -name __pycache__ -type d -prune -exec rm -rf {} +

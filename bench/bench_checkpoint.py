@@ -1,7 +1,7 @@
 """Time ``fastinit checkpoint`` against writing zeros through the same path.
 
 Each run is a fresh child process that writes one Llama-preset checkpoint
-with :func:`fastinit.checkpoint.write_checkpoint`, either with its inits
+with :func:`fastinit.cli.checkpoint.write_checkpoint`, either with its inits
 (``fill="init"``) or with zeros (``fill="zeros"``): the same preallocated,
 memory-mapped file, the same chunks, the same msync + madvise(DONTNEED)
 per chunk. Init and zero runs alternate, so a drift in machine or disk
@@ -13,8 +13,9 @@ each child's peak RSS (``ru_maxrss``) before and after the write.
     python bench/bench_checkpoint.py --preset 7b --repeat 1
     python bench/bench_checkpoint.py --dir /data --json out.json
 
-The file is deleted after every run. This script does not import fastinit
-itself, so a child's peak RSS is not inflated by its parent's.
+The file is deleted after every run. The parent does not import fastinit
+(only each child does, ``--child``), so a child's peak RSS is not inflated
+by its parent's.
 """
 
 import argparse
@@ -35,21 +36,25 @@ PRESETS = {
     "7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000),
 }
 
-CHILD = r"""
-import json, resource, sys, time
-import fastinit as fi
-from fastinit import checkpoint as ck
-cfg = json.loads(sys.argv[1])
-spec = ck.llama_spec(**cfg["preset"], dtype=cfg["dtype"])
-fi.normal(fi.empty(1 << 16, cfg["dtype"]), 0.0, 0.02, seed=0)   # load the kernel first
-fi.normal(fi.empty(1 << 16, cfg["dtype"]), 0.0, 0.02, seed=0)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-rep = ck.write_checkpoint(spec, cfg["path"], cfg["seed"], fill=cfg["fill"],
-                          chunk_bytes=cfg["chunk_mib"] << 20)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": rep.seconds, "nbytes": rep.nbytes, "numel": rep.numel,
-                  "tensors": rep.tensors, "maxrss_before": before, "maxrss_after": after}))
-"""
+
+def child(cfg):
+    """One write in this fresh process: the report's figures and ru_maxrss (bytes)
+    before and after, as one JSON line."""
+    import resource
+
+    import fastinit as fi
+    from fastinit.cli import checkpoint as ck
+    spec = ck.llama_spec(**cfg["preset"], dtype=cfg["dtype"])
+    fi.normal(fi.empty(1 << 16, cfg["dtype"]), 0.0, 0.02, seed=0)   # load the kernel first
+    fi.normal(fi.empty(1 << 16, cfg["dtype"]), 0.0, 0.02, seed=0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rep = ck.write_checkpoint(spec, cfg["path"], cfg["seed"], fill=cfg["fill"],
+                              chunk_bytes=cfg["chunk_mib"] << 20)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": rep.seconds, "nbytes": rep.nbytes, "numel": rep.numel,
+                      "tensors": rep.tensors, "maxrss_before": before,
+                      "maxrss_after": after}))
+    return 0
 
 
 def cpu_model():
@@ -64,8 +69,8 @@ def cpu_model():
 
 
 def run_child(cfg):
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
+                           json.dumps(cfg)], capture_output=True, text=True)
     try:
         os.unlink(cfg["path"])
     except OSError:
@@ -84,7 +89,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", default=None, help="where to write (default: the temp dir)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # one run, JSON cfg
     args = ap.parse_args(argv)
+    if args.child is not None:
+        return child(json.loads(args.child))
     d = args.dir or tempfile.gettempdir()
     preset = PRESETS[args.preset]
     out = {"preset": args.preset, "shape": preset, "dtype": args.dtype,

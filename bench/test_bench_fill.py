@@ -1,6 +1,6 @@
 """pytest-benchmark: fastinit's fills next to torch, NumPy, JAX and TensorFlow.
 
-Every implementation comes from ``fastinit.bench``, so these time exactly
+Every implementation comes from ``fastinit.cli.bench``, so these time exactly
 what ``python -m fastinit bench`` times: fastinit, torch and NumPy fill one
 shared, pre-faulted buffer; JAX and TensorFlow (when installed) return a new
 array. A peer that is not installed, or has no such operation (NumPy has no
@@ -20,22 +20,24 @@ import os
 import numpy as np
 import pytest
 
-from fastinit import bench as fb
+from fastinit.cli import bench as fb
+from fastinit.cli.bench import peers
+from fastinit.cli.bench.report import fmt_size
 
 SIZE = fb.parse_size(os.environ.get("FASTINIT_BENCH_SIZE", "2**22"))
 DTYPES = ("float32", "bfloat16")
-IMPLS = ("fastinit",) + fb.PEERS
+IMPLS = ("fastinit",) + peers.PEERS
 
 _loaded = {}
 
 
 def _implementation(name):
-    """The loaded fastinit.bench implementation, or a skip saying why it is absent."""
+    """The loaded fastinit.cli.bench implementation, or a skip saying why it is absent."""
     if name not in _loaded:
-        impl = fb.Fastinit() if name == "fastinit" else fb.PEER_CLASSES[name]()
+        impl = peers.Fastinit() if name == "fastinit" else peers.PEER_CLASSES[name]()
         try:
             impl.version = impl.load()
-        except fb.Unavailable as exc:
+        except peers.Unavailable as exc:
             impl = str(exc)
         _loaded[name] = impl
     impl = _loaded[name]
@@ -66,7 +68,7 @@ def _check(method, dtype, impl, vals):
     elif method == "normal":
         mean, std = 0.0, 1.0
     else:
-        lo, hi = fb.TRUNC_BOUNDS
+        lo, hi = peers.TRUNC_BOUNDS
         assert vals.min() >= lo and vals.max() <= hi
         mean, std = 0.0, 0.8796                      # N(0, 1) truncated to [-2, 2]
     if SIZE >= 4096:
@@ -82,12 +84,12 @@ def _check(method, dtype, impl, vals):
 @pytest.mark.parametrize("method", fb.METHODS)
 def test_fill(benchmark, method, dtype, impl):
     implementation = _implementation(impl)
-    buf = fb.Buffer(SIZE, dtype)
+    buf = peers.Buffer(SIZE, dtype)
     try:
         api, fn = implementation.prepare(method, buf)
-    except fb.Skip as exc:
+    except peers.Skip as exc:
         pytest.skip(f"{impl}: {exc}")
-    benchmark.group = f"{method} {dtype} {fb._fmt_size(SIZE)}"
+    benchmark.group = f"{method} {dtype} {fmt_size(SIZE)}"
     benchmark.extra_info.update(implementation=impl, api=api, size=SIZE,
                                 bytes_written=buf.nbytes)
     fn()                                             # warm-up: compile, load, first touch

@@ -11,7 +11,8 @@ import pytest
 # fastinit picks Numba's threading layer when its kernel config is imported;
 # do it before anything asks Numba for threads (as tests/test_cli.py does)
 import fastinit.kernels._config  # noqa: F401,E402
-from fastinit import cli, plot
+from fastinit import cli
+from fastinit.cli import plot
 
 pytest.importorskip("matplotlib")
 
@@ -73,7 +74,7 @@ def test_plot_needs_rows(tmp_path):
 
 
 def test_plot_does_not_touch_pyplot_state(tmp_path):
-    code = ("import sys, json; from fastinit import plot; "
+    code = ("import sys, json; from fastinit.cli import plot; "
             "res = {'rows': [{'method': 'uniform', 'dtype': 'float32', 'size': 1024, "
             "'implementation': 'fastinit', 'gelem_per_s': 1.0, 'median_s': 1e-6}]}; "
             "plot.plot_bench(res, sys.argv[1]); "

@@ -43,3 +43,21 @@ def test_keras_jax_bench_small(tmp_path):
         assert case in out, out
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["fastinit_ms"] > 0 for r in rows)
+
+
+def test_checkpoint_bench_child(tmp_path):
+    """One child run of bench_checkpoint.py (what each timed run is) on a tiny preset:
+    it writes the file and reports its size and peak RSS."""
+    pytest.importorskip("safetensors")
+    path = tmp_path / "c.safetensors"
+    cfg = {"preset": {"hidden": 64, "layers": 1, "heads": 4, "intermediate": 96,
+                      "vocab": 100},
+           "dtype": "bfloat16", "fill": "init", "seed": 0, "chunk_mib": 1, "path": str(path)}
+    res = json.loads(run("bench_checkpoint.py", "--child", json.dumps(cfg),
+                         timeout=300).strip().splitlines()[-1])
+    from safetensors.numpy import load_file
+    loaded = load_file(str(path))
+    assert res["tensors"] == len(loaded) == 3 + 9
+    assert res["nbytes"] == path.stat().st_size
+    assert res["numel"] == sum(a.size for a in loaded.values())
+    assert res["maxrss_after"] >= res["maxrss_before"] > 0 and res["seconds"] > 0

@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 
 import fastinit as fi
-from fastinit import checkpoint as ck
 from fastinit import cli
+from fastinit.cli import checkpoint as ck
+from fastinit.cli.checkpoint import spec as ck_spec
+from fastinit.cli.checkpoint import writer as ck_writer
 
 safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
@@ -150,7 +152,7 @@ def test_values_equal_regenerate_and_direct_fills(written, spec_file):
         got = loaded[t["name"]]
         assert _same(got, _direct(t, SEED)), t["name"]
         assert _same(got, ck.regenerate(str(spec_file), t["name"], SEED)), t["name"]
-        assert got.dtype == ck._np_dtype(_dtype(t))
+        assert got.dtype == ck_spec.np_dtype(_dtype(t))
     # the values are the inits', not zeros or a copy of another tensor
     assert np.all(loaded["norm.weight"] == 1) and np.all(loaded["conv.bias"] == 0)
     assert loaded["scalar"].shape == () and loaded["scalar"] == 3.5
@@ -405,17 +407,23 @@ def test_cli_in_process_spec_file(spec_file, tmp_path, capsys):
     assert _same(lin, _direct(t, SEED))
 
 
-def test_progress_bar_and_plain_fallback(spec_file, tmp_path, capsys, monkeypatch):
+def test_progress_bar_only_on_request(spec_file, tmp_path, capsys):
+    """--progress: the bar reaches 100% and counts every tensor, for the write and for
+    --verify; without it (stderr is not a terminal here) or with --no-progress,
+    nothing on stderr."""
     out = tmp_path / "p.safetensors"
-    assert cli.main(["checkpoint", str(spec_file), "-o", str(out), "--progress"]) == 0
-    err = capsys.readouterr().err
-    assert "fastinit checkpoint" in err and "tensors" in err
-    monkeypatch.setitem(sys.modules, "tqdm", None)          # tqdm not installed
-    assert cli.main(["checkpoint", str(spec_file), "-o", str(out), "--progress"]) == 0
-    err = capsys.readouterr().err
     n = len(SPEC["tensors"])
-    assert f"fastinit checkpoint: 100.0% ({n}/{n} tensors" in err
+    assert cli.main(["checkpoint", str(spec_file), "-o", str(out), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "fastinit checkpoint: 100%" in err and f"{n}/{n} tensors" in err, err
+    assert cli.main(["checkpoint", str(spec_file), "-o", str(out), "--progress",
+                     "--verify-only"]) == 0
+    err = capsys.readouterr().err
+    assert "fastinit verify: 100%" in err and f"{n}/{n} tensors" in err, err
     assert cli.main(["checkpoint", str(spec_file), "-o", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    assert cli.main(["checkpoint", str(spec_file), "-o", str(out), "--no-progress",
+                     "--verify"]) == 0
     assert capsys.readouterr().err == ""
 
 
@@ -627,19 +635,19 @@ def test_failure_mid_write_keeps_the_old_file(spec_file, tmp_path, monkeypatch):
     out = tmp_path / "o.safetensors"
     out.write_bytes(b"old contents")
     calls = []
-    real = ck._fill_range
+    real = ck_writer.fill_range
 
     def flaky(*a, **kw):
         calls.append(1)
         if len(calls) == 5:
             raise OSError(errno.EIO, "simulated I/O error")
         return real(*a, **kw)
-    monkeypatch.setattr(ck, "_fill_range", flaky)
+    monkeypatch.setattr(ck_writer, "fill_range", flaky)
     with pytest.raises(OSError, match="simulated"):
         ck.write_checkpoint(str(spec_file), out, SEED, chunk_bytes=64)
     assert out.read_bytes() == b"old contents"
     assert _leftovers(tmp_path) == []
-    monkeypatch.setattr(ck, "_fill_range", real)
+    monkeypatch.setattr(ck_writer, "fill_range", real)
     ck.write_checkpoint(str(spec_file), out, SEED)              # replaced when complete
     assert out.read_bytes()[8:9] == b"{"
 
@@ -655,7 +663,7 @@ def test_peak_rss_stays_far_below_the_file_size(tmp_path):
     code = r"""
 import resource, sys, json
 import fastinit as fi
-from fastinit import checkpoint as ck
+from fastinit.cli import checkpoint as ck
 spec = ck.llama_spec(hidden=1024, layers=6, heads=8, intermediate=2816, vocab=32000)
 fi.normal(fi.empty(1 << 16, "float32"), seed=0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -22,8 +22,10 @@ import time
 import pytest
 
 import fastinit as fi
-from fastinit import checkpoint as ck
 from fastinit import cli
+from fastinit.cli import checkpoint as ck
+from fastinit.cli.checkpoint import tmpfile as ck_tmpfile
+from fastinit.cli.checkpoint import writer as ck_writer
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +57,13 @@ def _tmpfile_supported(d):
 def _part_re(out_name):
     return re.compile(r"^\." + re.escape(out_name)
                       + r"\.fastinit-([0-9a-f]{8})-([0-9]+)-[0-9a-f]{8}\.part$")
+
+
+def _small_spec(d):
+    """SMALL_SPEC as a file in ``d``: for runs whose size does not matter (the reruns)."""
+    spec = d / "small.json"
+    spec.write_text(json.dumps(SMALL_SPEC))
+    return spec
 
 
 @pytest.fixture
@@ -117,6 +126,17 @@ class _Writer:
             assert time.monotonic() < deadline, f"no progress: {self.stderr[-300:]}"
             time.sleep(0.01)
 
+    def interrupt(self, sig, desc="fastinit checkpoint", listing=None):
+        """Send ``sig`` once the ``desc`` bar moves, wait for the exit; (exit status,
+        the names in directory ``listing`` just before the signal)."""
+        try:
+            self.wait_for(desc)
+            during = sorted(os.listdir(listing)) if listing is not None else None
+            self.proc.send_signal(sig)
+        finally:
+            status = self.finish()
+        return status, during
+
     def finish(self, timeout=240):
         try:
             self.proc.wait(timeout=timeout)
@@ -141,44 +161,37 @@ def _fallback_env():
 # --- SIGKILL -------------------------------------------------------------------------
 def test_kill9_leaves_nothing_and_a_rerun_completes(big):
     """O_TMPFILE: while writing there is no name in the directory; after kill -9 there is
-    nothing but the old OUT, untouched; a rerun writes and verifies the file."""
+    nothing but the old OUT, untouched; a rerun (of a small spec: its size does not
+    matter) writes and verifies the file."""
     spec, d = big
     if not _tmpfile_supported(d):
         pytest.skip("the file system of the temporary directory has no O_TMPFILE")
     out = d / OUT
     out.write_bytes(b"the previous checkpoint")
     w = _Writer(spec, "-o", out)
-    try:
-        w.wait_for()
-        during = sorted(os.listdir(d))
-        os.kill(w.proc.pid, signal.SIGKILL)
-    finally:
-        status = w.finish()
+    status, during = w.interrupt(signal.SIGKILL, listing=d)
     assert status == -signal.SIGKILL, w.stderr
     assert during == [OUT]                       # the file being written has no name
     assert sorted(os.listdir(d)) == [OUT]
     assert out.read_bytes() == b"the previous checkpoint"
-    proc = _run(spec, "-o", out, "--verify")
+    small = _small_spec(spec.parent)
+    proc = _run(small, "-o", out, "--verify")
     assert proc.returncode == 0, proc.stderr
     assert f"verified {out}" in proc.stdout
     assert sorted(os.listdir(d)) == [OUT]
-    assert out.stat().st_size == ck.layout(ck.load_spec(str(spec)), fi.DEFAULT_SEED).total
+    assert out.stat().st_size == ck.layout(ck.load_spec(str(small)), fi.DEFAULT_SEED).total
 
 
 def test_kill9_without_tmpfile_leaves_a_tagged_part_that_the_next_run_removes(big):
     """No O_TMPFILE (forced): kill -9 leaves ``.OUT.fastinit-<host>-<pid>-<random>.part``;
     the next run into the directory removes it, because that pid is gone, and keeps
     the same kind of file of a live process, one of another machine and every file
-    that does not follow the pattern exactly."""
+    that does not follow the pattern exactly. The reruns write a small spec: what they
+    remove does not depend on what they write."""
     spec, d = big
     out = d / OUT
     w = _Writer(spec, "-o", out, env=_fallback_env())
-    try:
-        w.wait_for()
-        during = sorted(os.listdir(d))
-        os.kill(w.proc.pid, signal.SIGKILL)
-    finally:
-        status = w.finish()
+    status, during = w.interrupt(signal.SIGKILL, listing=d)
     assert status == -signal.SIGKILL, w.stderr
     assert len(during) == 1, during
     m = _part_re(OUT).match(during[0])
@@ -199,14 +212,16 @@ def test_kill9_without_tmpfile_leaves_a_tagged_part_that_the_next_run_removes(bi
     ]
     for name in keep:
         (d / name).write_bytes(b"not ours to remove")
+    small = _small_spec(spec.parent)
     for env in (_fallback_env(), None):
-        proc = _run(spec, "-o", out, "--chunk-mib", "64", env=env)
+        proc = _run(small, "-o", out, "--chunk-mib", "64", env=env)
         assert proc.returncode == 0, proc.stderr
         assert "removed a stale temporary file" in proc.stderr or env is None, proc.stderr
         assert during[0] in proc.stderr or env is None
         assert not stale.exists()
         assert sorted(os.listdir(d)) == sorted(keep + [OUT])
-        assert out.stat().st_size == size
+        assert out.stat().st_size == ck.layout(ck.load_spec(str(small)),
+                                               fi.DEFAULT_SEED).total
 
 
 def _dead_pid():
@@ -222,7 +237,7 @@ def test_stale_files_removed_by_the_rules(tmp_path):
     spec.write_text(json.dumps(SMALL_SPEC))
     d = tmp_path / "out"
     d.mkdir()
-    tag = ck._host_tag()
+    tag = ck_tmpfile.host_tag()
     dead = _dead_pid()
     child = subprocess.Popen([PY, "-c", "import time; time.sleep(600)"])
     try:
@@ -327,12 +342,12 @@ def test_no_name_in_the_directory_while_writing(tmp_path, monkeypatch):
         pytest.skip("the file system of the temporary directory has no O_TMPFILE")
     monkeypatch.delenv(NO_TMPFILE, raising=False)
     seen = []
-    real = ck._fill_range
+    real = ck_writer.fill_range
 
     def spy(*a, **kw):
         seen.append(sorted(os.listdir(d)))
         return real(*a, **kw)
-    monkeypatch.setattr(ck, "_fill_range", spy)
+    monkeypatch.setattr(ck_writer, "fill_range", spy)
     out = d / "m.safetensors"
     ck.write_checkpoint(str(spec), out, 1)
     assert seen and all(s == [] for s in seen), seen
@@ -357,11 +372,7 @@ def test_signal_while_writing(sig, status, tmpfile, big):
     out = d / OUT
     out.write_bytes(b"old")
     w = _Writer(spec, "-o", out, env=None if tmpfile else _fallback_env())
-    try:
-        w.wait_for()
-        w.proc.send_signal(sig)
-    finally:
-        code = w.finish()
+    code, _ = w.interrupt(sig)
     name = signal.Signals(sig).name
     assert code == status, w.stderr
     assert (f"fastinit checkpoint: error: interrupted ({name}); no output written"
@@ -379,11 +390,7 @@ def test_signal_while_verifying(sig, status, big):
     spec, d = big
     out = d / OUT
     w = _Writer(spec, "-o", out, "--verify")
-    try:
-        w.wait_for("fastinit verify")
-        w.proc.send_signal(sig)
-    finally:
-        code = w.finish()
+    code, _ = w.interrupt(sig, "fastinit verify")
     name = signal.Signals(sig).name
     assert code == status, w.stderr
     assert (f"fastinit checkpoint: error: interrupted ({name}) while verifying; "
@@ -392,11 +399,7 @@ def test_signal_while_verifying(sig, status, big):
     assert sorted(os.listdir(d)) == [OUT]
     assert ck.verify_checkpoint(out, str(spec), fi.DEFAULT_SEED) == []
     w = _Writer(spec, "-o", out, "--verify-only")
-    try:
-        w.wait_for("fastinit verify")
-        w.proc.send_signal(sig)
-    finally:
-        code = w.finish()
+    code, _ = w.interrupt(sig, "fastinit verify")
     assert code == status, w.stderr
     assert (f"fastinit checkpoint: error: interrupted ({name}) while verifying {out}\n"
             in w.stderr), w.stderr[-500:]
@@ -412,7 +415,7 @@ def test_interrupt_just_after_the_file_got_its_name(where, tmp_path, monkeypatch
     spec.write_text(json.dumps(SMALL_SPEC))
     out = tmp_path / "m.safetensors"
     if where == "after_link":                  # before write_checkpoint knows it worked
-        real_link, real_replace = ck._link_into_place, os.replace
+        real_link, real_replace = ck_tmpfile.link_into_place, os.replace
 
         def link_then_interrupt(*a, **kw):
             real_link(*a, **kw)
@@ -421,12 +424,12 @@ def test_interrupt_just_after_the_file_got_its_name(where, tmp_path, monkeypatch
         def replace_then_interrupt(*a, **kw):
             real_replace(*a, **kw)
             raise KeyboardInterrupt
-        monkeypatch.setattr(ck, "_link_into_place", link_then_interrupt)
+        monkeypatch.setattr(ck_tmpfile, "link_into_place", link_then_interrupt)
         monkeypatch.setattr(os, "replace", replace_then_interrupt)
     else:
         def interrupt(d):
             raise KeyboardInterrupt
-        monkeypatch.setattr(ck, "_fsync_dir", interrupt)
+        monkeypatch.setattr(ck_tmpfile, "fsync_dir", interrupt)
     with pytest.raises(KeyboardInterrupt) as info:
         ck.write_checkpoint(str(spec), out, 3)
     assert info.value.checkpoint_written == str(out)
@@ -435,10 +438,10 @@ def test_interrupt_just_after_the_file_got_its_name(where, tmp_path, monkeypatch
     assert ck.verify_checkpoint(out, str(spec), 3) == []
     out.unlink()
     if where == "after_link":
-        monkeypatch.setattr(ck, "_link_into_place", link_then_interrupt)
+        monkeypatch.setattr(ck_tmpfile, "link_into_place", link_then_interrupt)
         monkeypatch.setattr(os, "replace", replace_then_interrupt)
     else:
-        monkeypatch.setattr(ck, "_fsync_dir", interrupt)
+        monkeypatch.setattr(ck_tmpfile, "fsync_dir", interrupt)
     assert cli.main(["checkpoint", str(spec), "-o", str(out), "--seed", "3"]) == 130
     err = capsys.readouterr().err
     assert (f"fastinit checkpoint: error: interrupted (SIGINT) just after {out} was "

@@ -15,7 +15,9 @@ import pytest
 # do that before this module asks Numba for threads, or Numba starts its own
 # default layer for the whole test session
 import fastinit.kernels._config  # noqa: F401,E402
-from fastinit import bench, cli
+from fastinit import cli
+from fastinit.cli import bench
+from fastinit.cli.bench import measure, system
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +64,7 @@ def test_json_has_the_expected_keys(small_run):
     for key in ("schema", "config", "machine", "versions", "rows", "write_reference",
                 "skipped", "unavailable", "scaling", "overheads"):
         assert key in res
-    assert res["schema"] == bench.SCHEMA
+    assert res["schema"] == measure.SCHEMA
     m = res["machine"]
     assert m["cpu"] and m["cores"] >= 1
     assert m["numba_threading_layer"] in ("tbb", "omp", "workqueue")
@@ -190,7 +192,7 @@ def test_quick_runs_and_restores_numba_threads(tmp_path):
     ([], "required"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys):
-    if "of memory" in message and bench._mem_available() is None:
+    if "of memory" in message and system.mem_available() is None:
         pytest.skip("no /proc/meminfo here")
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -237,7 +239,7 @@ def test_defaults_and_quick():
 def test_interleave_is_round_robin_and_rotates():
     calls = []
     items = [(k, (lambda k=k: calls.append(k)), None) for k in "abc"]
-    times = bench.interleave(items, repeat=3, warmup=1)
+    times = measure.interleave(items, repeat=3, warmup=1)
     assert calls == list("abc" + "abc" + "bca" + "cab")
     assert all(len(ts) == 3 for ts in times.values())
 
@@ -245,7 +247,7 @@ def test_interleave_is_round_robin_and_rotates():
 def test_summarize_ratios():
     times = {"fastinit": [1.0, 2.0, 9.0], "torch": [4.0, 4.0, 4.0], "numpy": [3.0, 1.0, 3.0],
              "zero:torch": [0.5, 0.5, 0.5], "zero:numpy": [0.25, 0.25, 1.0]}
-    rows, ref = bench.summarize(
+    rows, ref = measure.summarize(
         "normal", "float32", 1000, [("fastinit", "f"), ("torch", "t"), ("numpy", "n")],
         times, [("zero:torch", "Tensor.zero_"), ("zero:numpy", "ndarray.fill(0)")])
     by = {r["implementation"]: r for r in rows}
@@ -254,13 +256,14 @@ def test_summarize_ratios():
     assert ref["implementation"] == "numpy" and ref["median_s"] == 0.25
     assert by["fastinit"]["pct_write_bw"] == 12.5
     assert by["fastinit"]["gb_per_s"] == pytest.approx(4000 / 2.0 / 1e9)
-    rows, ref = bench.summarize("uniform", "bfloat16", 10, [("fastinit", "f")],
+    rows, ref = measure.summarize("uniform", "bfloat16", 10, [("fastinit", "f")],
                                 {"fastinit": [1.0]}, [])
     assert rows[0]["ratio"] is None and ref is None and rows[0]["pct_write_bw"] is None
 
 
 def test_no_framework_is_imported_at_start_up():
-    code = ("import sys, fastinit, fastinit.cli, fastinit.bench; fastinit.cli.build_parser(); "
+    code = ("import sys, fastinit, fastinit.cli, fastinit.cli.bench; "
+            "fastinit.cli.build_parser(); "
             "bad = [m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules]; "
             "assert not bad, bad")
     proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
@@ -287,3 +290,71 @@ def test_subcommands_are_pluggable(monkeypatch, capsys):
     assert cli.main(["hello", "--name", "fastinit"]) == 3
     assert capsys.readouterr().out == "hello fastinit\n"
     assert cli.main(["hello"]) == 3
+
+
+def test_interrupt_in_a_command_is_a_documented_error(monkeypatch, capsys):
+    """Ctrl-C that a command does not handle: ``fastinit <command>: error: interrupted``
+    on stderr, exit status 130, no traceback."""
+    mod = types.ModuleType("fastinit_fake_interrupted")
+    mod.__doc__ = "Wait forever."
+    mod.configure_parser = lambda p: None
+
+    def run(args, parser):
+        raise KeyboardInterrupt
+    mod.run = run
+    monkeypatch.setitem(sys.modules, "fastinit_fake_interrupted", mod)
+    monkeypatch.setitem(cli.COMMANDS, "wait", "fastinit_fake_interrupted")
+    assert cli.main(["wait"]) == 130
+    assert capsys.readouterr().err == "fastinit wait: error: interrupted\n"
+
+
+def _cli_modules():
+    base = os.path.dirname(cli.__file__)
+    for d, _, files in os.walk(base):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(d, f)
+                rel = os.path.relpath(path, os.path.dirname(os.path.dirname(base)))
+                name = rel[:-3].replace(os.sep, ".")
+                yield path, name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def test_subcommands_never_import_the_cli_package_back():
+    """The package's ``__init__`` imports subcommands by name; a module below it takes
+    shared helpers from ``fastinit.cli._args`` (or another submodule), never a name
+    defined in ``fastinit.cli`` itself: that would be an import cycle."""
+    import ast
+    checked = 0
+    for path, name in _cli_modules():
+        if name == "fastinit.cli":
+            continue
+        is_pkg = path.endswith("__init__.py")
+        package = name if is_pkg else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1])
+                    target = f"{base}.{node.module}" if node.module else base
+                else:
+                    target = node.module
+                if target == "fastinit.cli":     # only submodules may be named
+                    for alias in node.names:
+                        sub = os.path.join(os.path.dirname(cli.__file__), alias.name)
+                        assert os.path.exists(sub + ".py") or os.path.isdir(sub), \
+                            (name, alias.name)
+                checked += 1
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "fastinit.cli" for a in node.names), name
+    assert checked > 20
+
+
+@pytest.mark.skipif(system.mem_available() is None, reason="no /proc/meminfo here")
+def test_rss_probe_runs_in_its_own_process():
+    """The peak-RSS probe (``python -m fastinit.cli.bench.rss_child``) runs and reports a
+    fill into a preallocated buffer that adds next to nothing to the peak."""
+    rss = measure.measure_rss(64, 1)
+    assert "skipped" not in rss, rss
+    assert rss["buffer_bytes"] == 64 * 2 ** 20 and rss["threads"] == 1
+    assert rss["maxrss_after_bytes"] >= rss["maxrss_before_bytes"] > 0
+    assert rss["growth_pct_of_buffer"] < 10

@@ -1,8 +1,8 @@
 """Plots of ``fastinit bench`` results: throughput (Gelem/s) against size, log-log.
 
 ``fastinit bench --plot FILE.png`` calls :func:`plot_bench` on the run's own
-measurements (the rows of its table); ``python -m fastinit.plot RESULT.json
-FILE.png`` redraws a saved ``--json`` result. One panel per method x dtype
+measurements (the rows of its table); ``python -m fastinit.cli.plot
+RESULT.json FILE.png`` redraws a saved ``--json`` result. One panel per method x dtype
 (methods down, dtypes across), one line per implementation with the same
 color in every panel, and the zero fill of the same buffer (the write
 bandwidth reference) as a dashed gray line.
@@ -13,6 +13,8 @@ matplotlib is imported only when a plot is drawn, through its Agg canvas
 
 import os
 import sys
+
+from ._args import output_problem
 
 FORMATS = (".png", ".svg", ".pdf")
 _COLORS = {"fastinit": "#d62728", "torch": "#1f77b4", "numpy": "#2ca02c", "jax": "#9467bd",
@@ -29,24 +31,12 @@ def available():
 
 def check_path(path):
     """None if ``path`` can take a plot, else the reason it cannot (a string)."""
-    full = os.path.abspath(path)
-    ext = os.path.splitext(full)[1].lower()
-    if os.path.isdir(full):
-        return f"{path!r} is a directory; give a file path such as bench.png"
-    if ext not in FORMATS:
+    ext = os.path.splitext(os.path.abspath(path))[1].lower()
+    if not os.path.isdir(path) and ext not in FORMATS:
         return (f"{path!r}: unsupported extension {ext or '(none)'!r}; use "
                 f"{', '.join(FORMATS)}")
-    d = os.path.dirname(full)
-    if not os.path.isdir(d):
-        parent = d
-        while parent and not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if parent and not os.path.isdir(parent):
-            return f"{path!r}: {parent!r} is not a directory"
-        return f"{path!r}: directory {d!r} does not exist"
-    if not os.access(d, os.W_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
-        return f"{path!r} is not writable"
-    return None
+    problem = output_problem(path, hint=" such as bench.png")
+    return None if problem is None else str(problem)
 
 
 def _ordered(values):
@@ -133,25 +123,25 @@ def plot_bench(result, path, *, title=None, dpi=110):
 
 
 def main(argv=None):
-    """``python -m fastinit.plot RESULT.json OUT.png``: redraw a saved bench result."""
+    """``python -m fastinit.cli.plot RESULT.json OUT.png``: redraw a saved bench result."""
     import json
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) != 2:
-        print("usage: python -m fastinit.plot RESULT.json OUT.png", file=sys.stderr)
+        print("usage: python -m fastinit.cli.plot RESULT.json OUT.png", file=sys.stderr)
         return 2
     src, out = argv
     problem = check_path(out)
     if problem is None and not available():
         problem = "matplotlib is not installed: pip install 'fastinit[plot]'"
     if problem:
-        print(f"fastinit.plot: error: {problem}", file=sys.stderr)
+        print(f"fastinit.cli.plot: error: {problem}", file=sys.stderr)
         return 2
     try:
         with open(src) as f:
             result = json.load(f)
         plot_bench(result, out)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"fastinit.plot: error: {exc}", file=sys.stderr)
+        print(f"fastinit.cli.plot: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -9,7 +9,8 @@ name to the module that implements it. Such a module provides
   it may call ``parser.error(...)`` for argument errors (exit status 2).
 
 A module is imported only to build the parser, so it must keep heavy
-imports (torch, JAX, TensorFlow) inside ``run``.
+imports (torch, JAX, TensorFlow) inside ``run``. Subcommand modules take
+shared argument types from :mod:`fastinit.cli._args`, never from here.
 """
 
 import argparse
@@ -17,22 +18,10 @@ import importlib
 import sys
 
 COMMANDS = {
-    "bench": "fastinit.bench",
-    "checkpoint": "fastinit.checkpoint",
+    "bench": "fastinit.cli.bench",
+    "checkpoint": "fastinit.cli.checkpoint.command",
 }
-
-
-def int_arg(what, minimum):
-    """An argparse ``type`` for an integer option ``what`` that is at least ``minimum``."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {value}")
-        return value
-    return parse
+EXIT_INTERRUPT = 130
 
 
 def _summary(module):
@@ -41,7 +30,7 @@ def _summary(module):
 
 
 def build_parser():
-    from . import __version__
+    from .. import __version__
     parser = argparse.ArgumentParser(
         prog="fastinit",
         description="fastinit: fast, reproducible weight initialization into "
@@ -59,18 +48,19 @@ def build_parser():
 
 
 def main(argv=None):
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its status."""
-    parser = build_parser()
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its status.
+
+    Ctrl-C that a command does not handle itself prints
+    ``fastinit <command>: error: interrupted`` and returns 130.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args._argv = argv
+    prog = "fastinit"
     try:
+        args = build_parser().parse_args(argv)
+        args._argv = argv
+        prog = f"fastinit {args.command}"
         status = args._module.run(args, args._parser)
     except KeyboardInterrupt:
-        print("fastinit: interrupted", file=sys.stderr)
-        return 130
+        print(f"{prog}: error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPT
     return 0 if status is None else int(status)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""Checkpoints of freshly initialized weights, written straight into safetensors files.
+
+The Python API of ``fastinit checkpoint`` (docs/checkpoint.md): a spec is
+loaded and checked (:mod:`.spec`), laid out (:mod:`.safetensors`), written
+through a memory mapping (:mod:`.writer`, :mod:`.mmapio`, :mod:`.tmpfile`)
+and verified (:mod:`.verify`); :mod:`.command` is the command line.
+"""
+
+from .safetensors import layout
+from .spec import (DTYPES, INITS, Spec, SpecError, TensorSpec, llama_spec, load_spec,
+                   regenerate)
+from .verify import VerifyError, verify_checkpoint
+from .writer import WriteReport, write_checkpoint
+
+__all__ = ["TensorSpec", "Spec", "SpecError", "VerifyError", "load_spec", "llama_spec",
+           "regenerate", "write_checkpoint", "verify_checkpoint", "layout", "WriteReport",
+           "INITS", "DTYPES"]
