@@ -23,6 +23,46 @@ _LINEAR = ("linear", "identity", "conv1d", "conv2d", "conv3d", "conv_transpose1d
            "conv_transpose2d", "conv_transpose3d", "sigmoid")
 
 
+# (input axes, output axes) of each layout; every other axis is the receptive field
+LAYOUT_AXES = {"torch": ((1,), (0,)), "keras": ((-2,), (-1,))}
+
+
+def _axes(axes, ndim):
+    """``axes`` (an int or a sequence of ints, negative from the end) as a list of
+    non-negative axes; IndexError for one outside the shape, as ``shape[axis]``."""
+    if isinstance(axes, numbers.Integral):
+        axes = (axes,)
+    return [range(ndim)[a] for a in axes]
+
+
+def axes_size(shape, axes):
+    """How many elements ``shape`` has along ``axes`` (an int or a sequence of ints)."""
+    return math.prod([shape[a] for a in _axes(axes, len(shape))])
+
+
+def fans_by_axes(shape, in_axes, out_axes, batch_axes=()):
+    """(fan_in, fan_out) of a weight whose input units lie along ``in_axes``, its
+    output units along ``out_axes`` and independent copies along ``batch_axes``.
+
+    fan_in = in size * receptive field, fan_out = out size * receptive field.
+    The receptive field is the product of every other axis (exact integers,
+    zero-size axes included). An axis named twice (JAX allows a 1-D weight
+    with ``in_axis=out_axis=0``) makes it JAX's quotient
+    ``prod(shape) / in size / out size / batch size`` (floats).
+    """
+    ndim = len(shape)
+    ins, outs, batch = _axes(in_axes, ndim), _axes(out_axes, ndim), _axes(batch_axes, ndim)
+    in_size = math.prod([shape[a] for a in ins])
+    out_size = math.prod([shape[a] for a in outs])
+    named = ins + outs + batch
+    if len(set(named)) == len(named):
+        receptive = math.prod([d for a, d in enumerate(shape) if a not in named])
+    else:
+        batch_size = math.prod([shape[a] for a in batch])
+        receptive = math.prod(shape) / in_size / out_size / batch_size
+    return in_size * receptive, out_size * receptive
+
+
 def fans(shape, layout="torch"):
     """(fan_in, fan_out) of a weight of ``shape``.
 
@@ -38,11 +78,7 @@ def fans(shape, layout="torch"):
     if len(shape) < 2:
         raise ValueError(f"fans need a tensor of at least 2 dimensions, got shape {shape}; "
                          f"pass fans=(fan_in, fan_out) for a bias or a flat shard")
-    if layout == "torch":
-        receptive = math.prod(shape[2:])
-        return shape[1] * receptive, shape[0] * receptive
-    receptive = math.prod(shape[:-2])
-    return shape[-2] * receptive, shape[-1] * receptive
+    return fans_by_axes(shape, *LAYOUT_AXES[layout])
 
 
 def calculate_gain(nonlinearity, param=None):

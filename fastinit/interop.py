@@ -94,15 +94,25 @@ def handoff_ready(arr, what, stacklevel=3):
     return out
 
 
+def bfloat16_bits(arr):
+    """The uint16 bits of the NumPy bfloat16 array ``arr`` (same memory), else None.
+
+    Neither NumPy's DLPack export nor ``torch.from_numpy`` knows ml_dtypes'
+    bfloat16, so such an array goes out as these bits, relabelled on the other side.
+    """
+    return arr.view(np.uint16) if arr.dtype == _BFLOAT16 else None
+
+
 def capsule(arr):
     """A legacy ("dltensor") DLPack capsule over ``arr``'s memory; it keeps ``arr`` alive.
 
-    NumPy exports no bfloat16, so a bfloat16 array goes out as its uint16
-    bits with the capsule's dtype code set to kDLBfloat.
+    A bfloat16 array goes out as its :func:`bfloat16_bits`, with the
+    capsule's dtype code set to kDLBfloat.
     """
-    if arr.dtype != _BFLOAT16:
+    bits = bfloat16_bits(arr)
+    if bits is None:
         return arr.__dlpack__()
-    cap = arr.view(np.uint16).__dlpack__()
+    cap = bits.__dlpack__()
     address = _dlpack._api.PyCapsule_GetPointer(cap, b"dltensor")
     _dlpack._Managed.from_address(address).dl_tensor.dtype.code = _dlpack.KDL_BFLOAT
     return cap

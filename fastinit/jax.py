@@ -34,7 +34,7 @@ from .distributions import constant as _constant
 from .distributions import normal as _normal
 from .distributions import truncated_normal as _truncated_normal
 from .distributions import uniform as _uniform
-from .fans import TRUNCATED_STD
+from .fans import TRUNCATED_STD, fans_by_axes
 from .interop import to_jax
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -83,22 +83,18 @@ def _shape(shape):
     return tuple(int(d) for d in shape)
 
 
-def _axis_size(shape, axis):
-    if isinstance(axis, numbers.Integral):
-        return shape[axis]
-    return math.prod(shape[a] for a in axis)
-
-
 def compute_fans(shape, in_axis=-2, out_axis=-1, batch_axis=()):
-    """(fan_in, fan_out) as ``jax.nn.initializers`` computes them (floats)."""
+    """(fan_in, fan_out) as ``jax.nn.initializers`` computes them (floats).
+
+    ``fastinit.fans.fans_by_axes`` with JAX's axes; a 0-D or 1-D shape needs an
+    explicit ``in_axis``, with JAX's error.
+    """
     if isinstance(in_axis, numbers.Integral) and in_axis == -2 and len(shape) <= 1:
         raise ValueError(f"Can't compute input and output sizes of a {len(shape)}-dimensional"
                          f" weights tensor with default in_axis. Must be at least 2D or "
                          f"specify in_axis explicitly.")
-    in_size, out_size = _axis_size(shape, in_axis), _axis_size(shape, out_axis)
-    batch_size = _axis_size(shape, batch_axis)
-    receptive = math.prod(shape) / in_size / out_size / batch_size
-    return in_size * receptive, out_size * receptive
+    fan_in, fan_out = fans_by_axes(tuple(shape), in_axis, out_axis, batch_axis)
+    return float(fan_in), float(fan_out)
 
 
 # --- the initializers -----------------------------------------------------------

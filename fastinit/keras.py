@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from . import distributions as _dist
-from .fans import DISTRIBUTIONS, MODES, variance_scaling
+from .fans import DISTRIBUTIONS, MODES, axes_size, fans, variance_scaling
 from .buffers import empty
 from .interop import to_jax, to_tensorflow
 
@@ -35,19 +35,18 @@ _register = keras.saving.register_keras_serializable(package="fastinit")
 def compute_fans(shape, input_axes=None, output_axes=None):
     """(fan_in, fan_out) as ``keras.src.initializers.random_initializers.compute_fans``.
 
-    Scalars: (1, 1); 1-D ``(n,)``: (n, n); 2-D: (in, out); more: the
-    leading axes are the receptive field. Explicit axes multiply their sizes.
+    Scalars: (1, 1); 1-D ``(n,)``: (n, n); 2-D and more: ``fastinit.fans``'s keras
+    layout (the leading axes are the receptive field). Explicit axes multiply their
+    sizes, with no receptive field.
     """
     shape = tuple(shape)
     if input_axes is not None and output_axes is not None:
-        return (int(np.prod([shape[a] for a in input_axes], dtype=np.int64)),
-                int(np.prod([shape[a] for a in output_axes], dtype=np.int64)))
+        return int(axes_size(shape, input_axes)), int(axes_size(shape, output_axes))
     if len(shape) < 1:
         return 1, 1
     if len(shape) == 1:
         return int(shape[0]), int(shape[0])
-    receptive = int(np.prod(shape[:-2], dtype=np.int64))
-    return int(shape[-2]) * receptive, int(shape[-1]) * receptive
+    return fans(shape, "keras")
 
 
 def _shape(shape):

@@ -15,7 +15,9 @@ import pytest
 import torch
 from torch import nn
 
+import fastinit as fi
 import fastinit.torch as ft
+from fastinit.torch import dtensor, twins
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -39,20 +41,18 @@ def assert_bit_equal(a, b, what):
 
 
 class Counting:
-    """Stands in for the ``fastinit`` module inside fastinit.torch: counts the
-    elements each fill writes, so a test can see that a rank filled only its shard."""
+    """Counts the elements the fastinit fills inside fastinit.torch.twins write,
+    so a test can see that a rank filled only its shard."""
 
-    def __init__(self, real):
-        self.real, self.elements = real, 0
+    FILLS = ("uniform", "normal", "truncated_normal", "masked_uniform", "constant",
+             "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
 
-    def __getattr__(self, name):
-        fn = getattr(self.real, name)
-        if not callable(fn):
-            return fn
+    def __init__(self):
+        self.elements = 0
 
+    def wrap(self, fn):
         def wrapped(out, *args, **kw):
-            self.elements += out.numel() if hasattr(out, "numel") and callable(out.numel) \
-                else out.size
+            self.elements += out.numel()
             return fn(out, *args, **kw)
         return wrapped
 
@@ -80,12 +80,12 @@ def _check(fill, shape, mesh, placements, what, dtype=torch.float32, expect_loca
     d = _dtensor(shape, mesh, placements, dtype)
     local = d.to_local()
     ptr = local.data_ptr()
-    counter = Counting(ft.fi)
-    real, ft.fi = ft.fi, counter
-    try:
+    counter = Counting()
+    # a spawned rank has no pytest fixture: MonkeyPatch.context() undoes the patches
+    with pytest.MonkeyPatch.context() as mp:
+        for name in Counting.FILLS:
+            mp.setattr(twins, name, counter.wrap(getattr(twins, name)))
         assert fill(d) is d
-    finally:
-        ft.fi = real
     assert d.to_local().data_ptr() == ptr, what               # in place
     if expect_local == "exact":                                # one pass over the shard
         assert counter.elements == local.numel(), (what, counter.elements, local.numel())
@@ -124,7 +124,6 @@ def _scenarios_1d(rank, world):
     _check(lambda t: ft.constant_(t, 0.5), (5, 5), mesh, [Shard(1)], "constant")
 
     # unseeded: every rank takes the same process-wide stream
-    import fastinit as fi
     fi.manual_seed(99)
     d = _dtensor((6, 7), mesh, [Shard(1)])
     ft.normal_(d)
@@ -224,7 +223,7 @@ def test_dtensor_world_4(monkeypatch):
     _spawn(4, ["_scenarios_1d", "_scenarios_2d", "_scenarios_fsdp"], monkeypatch)
 
 
-def test_block_fill_without_processes():
+def test_block_fill_without_processes(monkeypatch):
     """The shard arithmetic alone: every block of a tensor, filled by offsets,
     equals the same slice of the full fill (fast, single process)."""
     full = torch.empty(6, 5, 7)
@@ -234,13 +233,9 @@ def test_block_fill_without_processes():
                            ((5, 4, 6), (1, 1, 1)), ((0, 0, 0), (0, 5, 7))]:
         for slack in (0, 1 << 20):                      # per-row and whole-row modes
             buf = torch.empty(lshape)
-            old = ft.SPAN_SLACK
-            ft.SPAN_SLACK = slack
-            try:
-                ft._block_fill(buf, (6, 5, 7), starts, lshape,
-                               lambda b, off, seed, stream: ft.fi.normal(
+            monkeypatch.setattr(dtensor, "SPAN_SLACK", slack)
+            dtensor.block_fill(buf, (6, 5, 7), starts, lshape,
+                               lambda b, off, seed, stream: fi.normal(
                                    b, seed=seed, stream=stream, offset=off), 2, 3)
-            finally:
-                ft.SPAN_SLACK = old
             sl = tuple(slice(s, s + n) for s, n in zip(starts, lshape))
             assert_bit_equal(buf, full[sl], (starts, lshape, slack))

@@ -6,6 +6,7 @@ the tensor's identity, storage and requires_grad.
 """
 
 import math
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -15,6 +16,7 @@ from torch import nn
 
 import fastinit as fi
 import fastinit.torch as ft
+from fastinit.torch import views
 
 TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 NP_OF = {torch.float16: np.float16, torch.bfloat16: ml_dtypes.bfloat16,
@@ -130,11 +132,11 @@ def test_noncontiguous_views_get_contiguous_values(dtype):
 ], ids=["t", "transpose3d", "column", "strided-rows"])
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=str)
 def test_large_noncontiguous_views_are_filled_band_by_band(shape, view, dtype):
-    """Views above ft.SCRATCH_ELEMENTS go through the scratch in bands of
+    """Views above views.SCRATCH_ELEMENTS go through the scratch in bands of
     leading rows; the values still equal a contiguous fill of the view's shape."""
     w = torch.full(shape, 9.0, dtype=dtype)
     v = view(w)
-    assert not v.is_contiguous() and v.numel() > ft.SCRATCH_ELEMENTS
+    assert not v.is_contiguous() and v.numel() > views.SCRATCH_ELEMENTS
     ft.normal_(v, 0.5, 2.0, seed=21, stream=4)
     want = torch.empty(v.shape, dtype=dtype)
     ft.normal_(want, 0.5, 2.0, seed=21, stream=4)
@@ -293,11 +295,53 @@ def test_refusals():
     assert ft.kaiming_uniform_(m, seed=1) is m                     # torch: a no-op on meta
 
 
-def test_zero_element_tensors():
-    for t in (torch.empty(0), torch.empty(0, 4)):
-        ft.uniform_(t, seed=1)
-        ft.normal_(t.t() if t.dim() == 2 else t, seed=1)
-    ft.xavier_uniform_(torch.empty(0, 4), seed=1)
+# every twin with torch's positional arguments
+TWINS = [("uniform_", (-0.3, 0.7)), ("normal_", (0.5, 2.0)), ("trunc_normal_", ()),
+         ("constant_", (0.25,)), ("zeros_", ()), ("ones_", ()), ("xavier_uniform_", (1.5,)),
+         ("xavier_normal_", ()), ("kaiming_uniform_", (math.sqrt(5),)),
+         ("kaiming_normal_", (0, "fan_out", "relu"))]
+# zero-element tensors: alone, and views into a filled tensor (contiguous or not)
+ZERO_ELEMENT = {
+    "(0,)": lambda base: torch.empty(0), "(0, 4)": lambda base: torch.empty(0, 4),
+    "(2, 0, 3)": lambda base: torch.empty(2, 0, 3), "rows 2:2": lambda base: base[2:2],
+    "cols 3:3": lambda base: base[:, 3:3], "t()[1:1]": lambda base: base.t()[1:1],
+    "[1:1, 2:2]": lambda base: base[1:1, 2:2], "1-D [4:4]": lambda base: base[1][4:4],
+}
+
+
+def _outcome(fn, make, *args, **kw):
+    """(result, warnings, base) of ``fn(make(base), ...)`` on a fresh base of 7s:
+    result "the tensor" or (exception type, message); warnings (category, message)."""
+    base = torch.full((5, 6), 7.0)
+    t = make(base)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = fn(t, *args, **kw)
+            result = "the tensor" if out is t else ("returned", out)
+        except Exception as exc:
+            result = (type(exc), str(exc))
+    return result, [(w.category, str(w.message)) for w in caught], base
+
+
+@pytest.mark.parametrize("make", ZERO_ELEMENT.values(), ids=ZERO_ELEMENT.keys())
+def test_zero_element_tensors(make):
+    """Each twin on a zero-element tensor does what its torch.nn.init original
+    does (returns the tensor, or raises the same error; the same warnings:
+    kaiming's "no-op", none for the others) and writes nothing around it.
+    One difference, on purpose: where both fans are 0 torch's xavier divides
+    by zero; the twin returns the tensor, as for any other empty one."""
+    for name, args in TWINS:
+        want, want_warnings, _ = _outcome(getattr(torch.nn.init, name), make, *args)
+        got, got_warnings, base = _outcome(getattr(ft, name), make, *args, seed=1, stream=2)
+        if want == (ZeroDivisionError, "float division by zero"):
+            assert name.startswith("xavier") and make(torch.empty(5, 6)).shape == (0, 0)
+            want = "the tensor"
+        assert got == want, name
+        assert got_warnings == want_warnings, name
+        assert bool((base == 7).all()), name
+    got, got_warnings, base = _outcome(ft.masked_uniform_, make, -1, 1, 0.5, seed=1)
+    assert got == "the tensor" and got_warnings == [] and bool((base == 7).all())
 
 
 def test_unseeded_calls_follow_the_process_stream():

@@ -13,6 +13,7 @@ from torch import nn
 
 import fastinit as fi
 import fastinit.torch as ft
+from fastinit import _progress
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
@@ -411,15 +412,16 @@ def test_materialize_checks_rules_before_allocating():
 
 
 def test_materialize_progress_line(capsys, monkeypatch):
-    monkeypatch.setattr(ft, "PROGRESS_AFTER_S", 0.0)
-    monkeypatch.setitem(sys.modules, "tqdm", None)           # the plain stderr line
+    """The bar (fastinit._progress, tqdm) counts elements and ends its line."""
+    import tqdm
+    monkeypatch.setattr(_progress, "DELAY_S", 0.0)           # shown from the start
     with torch.device("meta"):
         m = Net()
     ft.materialize(m, seed=0)
     err = capsys.readouterr().err
-    assert "fastinit materialize" in err and "100.0%" in err and err.endswith("\n")
-    total = sum(p.numel() for p in m.parameters())
-    assert f"{total / 1e9:.2f}/{total / 1e9:.2f} G elements" in err
+    assert "fastinit materialize" in err and "100%" in err and err.endswith("\n")
+    total = tqdm.tqdm.format_sizeof(sum(p.numel() for p in m.parameters()))
+    assert f"{total}/{total} [" in err
     with torch.device("meta"):
         m = Net()
     ft.materialize(m, seed=0, progress=False)
@@ -435,7 +437,7 @@ def test_materialize_progress_tqdm(capsys, monkeypatch):
             counted.append((self.n, self.total))
             super().close()
     monkeypatch.setattr(tqdm, "tqdm", Bar)
-    monkeypatch.setattr(ft, "PROGRESS_AFTER_S", 0.0)
+    monkeypatch.setattr(_progress, "DELAY_S", 0.0)
     with torch.device("meta"):
         m = Net()
     ft.materialize(m, seed=0)
