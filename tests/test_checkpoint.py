@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import fastinit as fi
+from conftest import same_bits
 from fastinit import cli
 from fastinit.cli import checkpoint as ck
 from fastinit.cli.checkpoint import spec as ck_spec
@@ -97,15 +98,6 @@ def _direct(t, seed):
     return out
 
 
-def _bits(a):
-    a = np.ascontiguousarray(a)
-    return a.view(f"u{a.dtype.itemsize}")
-
-
-def _same(a, b):
-    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(_bits(a), _bits(b))
-
-
 def _leftovers(d):
     return sorted(p for p in os.listdir(d) if p.endswith(".part"))
 
@@ -150,8 +142,8 @@ def test_values_equal_regenerate_and_direct_fills(written, spec_file):
     loaded = st_numpy.load_file(str(path))
     for t in SPEC["tensors"]:
         got = loaded[t["name"]]
-        assert _same(got, _direct(t, SEED)), t["name"]
-        assert _same(got, ck.regenerate(str(spec_file), t["name"], SEED)), t["name"]
+        assert same_bits(got, _direct(t, SEED)), t["name"]
+        assert same_bits(got, ck.regenerate(str(spec_file), t["name"], SEED)), t["name"]
         assert got.dtype == ck_spec.np_dtype(_dtype(t))
     # the values are the inits', not zeros or a copy of another tensor
     assert np.all(loaded["norm.weight"] == 1) and np.all(loaded["conv.bias"] == 0)
@@ -321,7 +313,7 @@ def test_llama_preset_equals_init_module(dtype, tmp_path):
     assert sorted(params) == sorted(loaded)
     for name, p in params.items():
         assert torch.equal(p.detach(), loaded[name]), name
-        assert _same(ck.regenerate(spec, name, SEED),
+        assert same_bits(ck.regenerate(spec, name, SEED),
                      ck.regenerate({"preset": "llama", **TINY_LLAMA, "dtype": dtype},
                                    name, SEED))
     # the values load into the model with strict name and shape checks
@@ -404,7 +396,7 @@ def test_cli_in_process_spec_file(spec_file, tmp_path, capsys):
         assert f.get_slice("emb.weight").get_dtype() == "BF16"
         lin = f.get_tensor("lin.weight")
     t = dict(SPEC["tensors"][0], dtype="float64")
-    assert _same(lin, _direct(t, SEED))
+    assert same_bits(lin, _direct(t, SEED))
 
 
 def test_progress_bar_only_on_request(spec_file, tmp_path, capsys):

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import fastinit as fi
+from conftest import assert_same_bits, bits
 
 try:
     import cupy
@@ -37,7 +38,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 U64 = 2 ** 64
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16,
           "float64": np.float64}
-BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 CASES = {
     "uniform": (fi.uniform, dict(low=-0.3, high=0.7)),
     "masked_uniform": (fi.masked_uniform, dict(low=-2.0, high=3.0, threshold=0.25)),
@@ -58,7 +58,7 @@ def _cpu(case, dtype, n, seed, stream, offset):
     fill, kw = CASES[case]
     out = np.empty(n, dtype)
     fill(out, **kw, seed=seed, stream=stream, offset=offset)
-    return out.view(BITS[out.itemsize])
+    return bits(out)
 
 
 def _cuda_buffer(n, dtype, shift=0):
@@ -70,22 +70,6 @@ def _cuda_buffer(n, dtype, shift=0):
         pytest.skip(str(exc))
     base.view(cupy.uint8).fill(0xA5)
     return base[shift:shift + n]
-
-
-def _bits(arr):
-    if isinstance(arr, np.ndarray):
-        return arr.view(BITS[arr.itemsize])
-    if type(arr).__module__.startswith("torch"):
-        import torch
-        ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[arr.element_size()]
-        return arr.view(ints).cpu().numpy().view(BITS[arr.element_size()])
-    return cupy.asnumpy(arr.view(BITS[arr.itemsize]))
-
-
-def _assert_same(got, want, what):
-    bad = np.nonzero(got != want)[0]
-    assert bad.size == 0, (f"{what}: {bad.size} of {want.size} elements differ, first at "
-                           f"{bad[:5].tolist()}: {got[bad[:5]]} != {want[bad[:5]]}")
 
 
 # --- CuPy buffers ---------------------------------------------------------------------
@@ -102,7 +86,7 @@ def test_cupy_equals_cpu(case, dtype_name):
         out = _cuda_buffer(N, dtype, shift)
         assert fill(out, **kw, seed=seed, stream=stream, offset=offset) is out
         cupy.cuda.get_current_stream().synchronize()
-        _assert_same(_bits(out), want, f"{case} {dtype_name} at {(seed, stream, offset)}")
+        assert_same_bits(bits(out), want, f"{case} {dtype_name} at {(seed, stream, offset)}")
 
 
 @pytest.mark.parametrize("dtype_name", DTYPES)
@@ -115,15 +99,15 @@ def test_cupy_short_fills_and_edges(dtype_name):
                 want = _cpu("normal", dtype, n, 9, 10, offset)
                 out = _cuda_buffer(n, dtype, shift)
                 fi.normal(out, **CASES["normal"][1], seed=9, stream=10, offset=offset)
-                _assert_same(_bits(out), want, f"n={n} shift={shift} offset={offset}")
+                assert_same_bits(bits(out), want, f"n={n} shift={shift} offset={offset}")
 
 
 def test_cupy_guard_bytes_untouched():
     base = _cuda_buffer(1000, np.float32)
     fi.uniform(base[3:997], seed=1, offset=3)
-    host = _bits(base)
+    host = bits(base)
     assert (host[:3] == 0xA5A5A5A5).all() and (host[997:] == 0xA5A5A5A5).all()
-    _assert_same(host[3:997], _cpu("uniform", np.float32, 994, 1, 0, 3), "middle")
+    assert_same_bits(host[3:997], _cpu("uniform", np.float32, 994, 1, 0, 3), "middle")
 
 
 def test_cupy_non_default_stream():
@@ -132,7 +116,7 @@ def test_cupy_non_default_stream():
         fi.truncated_normal(out, seed=4, stream=2, offset=11)
         s.synchronize()
     want = fi.truncated_normal(np.empty(N, np.float32), seed=4, stream=2, offset=11)
-    _assert_same(_bits(out), _bits(want), "non-default CuPy stream")
+    assert_same_bits(bits(out), bits(want), "non-default CuPy stream")
 
 
 @pytest.mark.parametrize("dtype_name", DTYPES)
@@ -141,7 +125,7 @@ def test_cupy_constant(dtype_name):
     out = _cuda_buffer(1001, dtype)
     fi.constant(out, 0.1)
     cupy.cuda.get_current_stream().synchronize()
-    _assert_same(_bits(out), _bits(fi.constant(np.empty(1001, dtype), 0.1)), "constant")
+    assert_same_bits(bits(out), bits(fi.constant(np.empty(1001, dtype), 0.1)), "constant")
 
 
 def test_empty_cuda_alignment():
@@ -172,7 +156,7 @@ def test_torch_in_place(case, dtype_name):
     ptr = t.data_ptr()
     assert fill(t, **kw, seed=seed, stream=stream, offset=offset) is t
     assert t.data_ptr() == ptr
-    _assert_same(_bits(t), _cpu(case, DTYPES[dtype_name], N, seed, stream, offset),
+    assert_same_bits(bits(t), _cpu(case, DTYPES[dtype_name], N, seed, stream, offset),
                  f"torch {case} {dtype_name}")
 
 
@@ -189,10 +173,10 @@ def test_torch_non_default_stream(dtype_name):
             torch.cuda._sleep(50_000_000)     # keep the stream busy ...
         t.fill_(3.0)                          # ... so this would land after a racing fill
         fi.normal(t, mean=0.5, std=2.0, seed=2, stream=3, offset=7)
-        got = _bits(t.reshape(-1))            # copied on s, after the fill
+        got = bits(t.reshape(-1))            # copied on s, after the fill
     s.synchronize()
     assert t.data_ptr() == ptr
-    _assert_same(got, _cpu("normal", DTYPES[dtype_name], t.numel(), 2, 3, 7),
+    assert_same_bits(got, _cpu("normal", DTYPES[dtype_name], t.numel(), 2, 3, 7),
                  f"torch stream {dtype_name}")
 
 

@@ -6,22 +6,18 @@ import pytest
 import scipy.stats as st
 
 import fastinit as fi
+from conftest import bits
 
 N = 1 << 20                      # >= 10^6 samples for the KS tests
 P_MIN = 1e-3
 FLOATS = (np.float32, np.float64)
 ALL_DTYPES = (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)
 HALVES = (np.float16, ml_dtypes.bfloat16)
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def f64(x):
     return np.asarray(x).astype(np.float64)
 
-
-def bits(x):
-    x = np.asarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 def ids(dtype):

@@ -8,16 +8,12 @@ import numpy as np
 import pytest
 
 import fastinit as fi
+from conftest import bits
 from fastinit import _dlpack
 from fastinit.interop import ALIGN, HandoffCopyWarning, to_jax, to_tensorflow
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
-
-def bits(x):
-    x = np.asarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 def filled(shape, dtype, seed=1):
