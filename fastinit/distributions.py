@@ -36,10 +36,20 @@ _RETURNS = """Returns
         of range or would overflow the dtype. ``out`` is left untouched."""
 
 
+_FANS = """fans : (int, int), optional
+        (fan_in, fan_out) to use instead of those of ``out``'s shape: for a
+        shard or a flat buffer whose fans come from the full weight.
+    layout : {"torch", "keras"}, optional
+        How ``out``'s shape reads: torch is (out, in, *kernel), keras is
+        (*kernel, in, out)."""
+
+
 def _doc(func):
-    """Fill the shared sections (``{out}``, ``{stream}``, ``{returns}``) into a docstring."""
+    """Fill the shared sections (``{out}``, ``{stream}``, ``{fans}``, ``{returns}``)
+    into a docstring."""
     if func.__doc__:                          # None under python -OO
-        func.__doc__ = func.__doc__.format(out=_BUFFER, stream=_STREAM, returns=_RETURNS)
+        func.__doc__ = func.__doc__.format(out=_BUFFER, stream=_STREAM, fans=_FANS,
+                                           returns=_RETURNS)
     return func
 
 

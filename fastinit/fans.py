@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _contract as C
 from ._dispatch import target_of
-from .distributions import normal, truncated_normal, uniform
+from .distributions import _doc, normal, truncated_normal, uniform
 
 LAYOUTS = ("torch", "keras")
 MODES = ("fan_in", "fan_out", "fan_avg")
@@ -143,16 +143,48 @@ def _gain(gain):
     return gain
 
 
+@_doc
 def xavier_uniform(out, gain=1.0, *, fans=None, layout="torch", seed=None, stream=0, offset=0):
-    """U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+    """Glorot/Xavier uniform: U(-b, b), ``b = gain * sqrt(6 / (fan_in + fan_out))``.
+
+    Parameters
+    ----------
+    {out}
+    gain : float, optional
+        ``gain >= 0`` (see :func:`calculate_gain`).
+    {fans}
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.xavier_uniform(w, seed=0)            # torch layout: w is (out, in)
+    """
     gain = _gain(gain)
     fan_in, fan_out = _fans(out, fans, layout)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
     return uniform(out, -bound, bound, seed=seed, stream=stream, offset=offset)
 
 
+@_doc
 def xavier_normal(out, gain=1.0, *, fans=None, layout="torch", seed=None, stream=0, offset=0):
-    """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+    """Glorot/Xavier normal: N(0, std**2), ``std = gain * sqrt(2 / (fan_in + fan_out))``.
+
+    Parameters
+    ----------
+    {out}
+    gain : float, optional
+        ``gain >= 0``.
+    {fans}
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.xavier_normal(w, gain=0.5, seed=0)
+    """
     gain = _gain(gain)
     fan_in, fan_out = _fans(out, fans, layout)
     std = gain * math.sqrt(2.0 / (fan_in + fan_out)) if fan_in + fan_out else 0.0
@@ -170,27 +202,87 @@ def _kaiming_std(out, a, mode, nonlinearity, fans_, layout):
     return gain / math.sqrt(fan) if fan else 0.0       # fan 0: an empty tensor, a no-op
 
 
+@_doc
 def kaiming_uniform(out, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, fans=None,
                     layout="torch", seed=None, stream=0, offset=0):
-    """U(-b, b), b = gain * sqrt(3 / fan), gain = calculate_gain(nonlinearity, a)."""
+    """He/Kaiming uniform: U(-b, b), ``b = gain * sqrt(3 / fan)``.
+
+    ``gain = calculate_gain(nonlinearity, a)``; ``fan`` is fan_in or fan_out as
+    ``mode`` says. torch's nn.Linear default is ``a=sqrt(5)``.
+
+    Parameters
+    ----------
+    {out}
+    a : float, optional
+        The negative slope of leaky_relu.
+    mode : {{"fan_in", "fan_out"}}, optional
+    nonlinearity : str, optional
+        A name :func:`calculate_gain` knows.
+    {fans}
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.kaiming_uniform(w, a=5 ** 0.5, seed=0)
+    """
     std = _kaiming_std(out, a, mode, nonlinearity, fans, layout)
     bound = math.sqrt(3.0) * std
     return uniform(out, -bound, bound, seed=seed, stream=stream, offset=offset)
 
 
+@_doc
 def kaiming_normal(out, a=0.0, mode="fan_in", nonlinearity="leaky_relu", *, fans=None,
                    layout="torch", seed=None, stream=0, offset=0):
-    """N(0, std^2), std = gain / sqrt(fan)."""
+    """He/Kaiming normal: N(0, std**2), ``std = gain / sqrt(fan)``.
+
+    Parameters
+    ----------
+    {out}
+    a : float, optional
+        The negative slope of leaky_relu.
+    mode : {{"fan_in", "fan_out"}}, optional
+    nonlinearity : str, optional
+        A name :func:`calculate_gain` knows.
+    {fans}
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.kaiming_normal(w, mode="fan_out", nonlinearity="relu", seed=0)
+    """
     std = _kaiming_std(out, a, mode, nonlinearity, fans, layout)
     return normal(out, 0.0, std, seed=seed, stream=stream, offset=offset)
 
 
+@_doc
 def variance_scaling(out, scale=1.0, mode="fan_in", distribution="truncated_normal", *,
                      fans=None, layout="torch", seed=None, stream=0, offset=0):
-    """Keras VarianceScaling: variance scale / n, n the fan ``mode`` picks.
+    """Keras VarianceScaling: variance ``scale / n``, n the fan ``mode`` picks.
 
-    ``truncated_normal`` cuts at two stddev and divides the stddev by
-    0.87962566103423978 so the variance is exactly scale / n.
+    ``"uniform"`` draws U(-l, l), ``l = sqrt(3 * scale / n)``;
+    ``"untruncated_normal"`` N(0, scale / n); ``"truncated_normal"`` cuts at
+    two standard deviations and divides the std by 0.87962566103423978, so
+    the variance is exactly ``scale / n``. ``n = max(1, fan)``.
+
+    Parameters
+    ----------
+    {out}
+    scale : float, optional
+        ``scale > 0``.
+    mode : {{"fan_in", "fan_out", "fan_avg"}}, optional
+    distribution : {{"truncated_normal", "untruncated_normal", "uniform"}}, optional
+    {fans}
+    {stream}
+
+    {returns}
+
+    Examples
+    --------
+    >>> fastinit.variance_scaling(w, 2.0, "fan_in", "truncated_normal", layout="keras", seed=0)
     """
     scale = C.check_real("scale", scale)
     if scale <= 0:
@@ -211,13 +303,35 @@ def variance_scaling(out, scale=1.0, mode="fan_in", distribution="truncated_norm
     return truncated_normal(out, 0.0, std, -2.0 * std, 2.0 * std, **kw)
 
 
+@_doc
 def lecun_uniform(out, *, fans=None, layout="torch", seed=None, stream=0, offset=0):
-    """U(-l, l), l = sqrt(3 / fan_in) (Keras LecunUniform)."""
+    """LeCun uniform: U(-l, l), ``l = sqrt(3 / fan_in)`` (Keras LecunUniform).
+
+    Parameters
+    ----------
+    {out}
+    {fans}
+    {stream}
+
+    {returns}
+    """
     return variance_scaling(out, 1.0, "fan_in", "uniform", fans=fans, layout=layout,
                             seed=seed, stream=stream, offset=offset)
 
 
+@_doc
 def lecun_normal(out, *, fans=None, layout="torch", seed=None, stream=0, offset=0):
-    """Truncated normal with variance 1 / fan_in (Keras LecunNormal)."""
+    """LeCun normal: a truncated normal with variance ``1 / fan_in`` (Keras LecunNormal).
+
+    ``variance_scaling(out, 1.0, "fan_in", "truncated_normal")``.
+
+    Parameters
+    ----------
+    {out}
+    {fans}
+    {stream}
+
+    {returns}
+    """
     return variance_scaling(out, 1.0, "fan_in", "truncated_normal", fans=fans, layout=layout,
                             seed=seed, stream=stream, offset=offset)
