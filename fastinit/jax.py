@@ -23,18 +23,17 @@ equals, bit for bit, the same slice of the unsharded array.
 import itertools
 import math
 import numbers
+import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
 
 from . import _contract
 from .buffers import empty
-from .distributions import constant as _constant
-from .distributions import normal as _normal
-from .distributions import truncated_normal as _truncated_normal
-from .distributions import uniform as _uniform
 from .fans import TRUNCATED_STD, fans_by_axes
+from ._runs import fill_runs, public_fill
 from .interop import to_jax
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -101,9 +100,12 @@ def compute_fans(shape, in_axis=-2, out_axis=-1, batch_axis=()):
 class Initializer:
     """``init(key, shape, dtype=None)`` -> jax.Array, as ``jax.nn.initializers``.
 
-    Subclasses say how to fill a run of the global array: :meth:`fill`
-    writes the C-order elements ``offset .. offset + out.size`` of an array
-    of ``shape`` (the fans come from ``shape``) into ``out``.
+    A subclass says what it draws for an array of ``shape``:
+    :meth:`draw` returns ``(kind, args)`` of one of fastinit's fills
+    (``"uniform"``: (low, high), ``"normal"``: (mean, std), ``"trunc"``:
+    (mean, std, a, b), ``"constant"``: (value,)), or it overrides
+    :meth:`fill`, which writes the C-order elements
+    ``offset .. offset + out.size - 1`` of that array into ``out``.
     """
 
     def __init__(self, dtype=None):
@@ -112,15 +114,15 @@ class Initializer:
     def __call__(self, key, shape, dtype=None, out_sharding=None):
         shape = _shape(shape)
         dt = _dtype(self.dtype if dtype is None else dtype)
+        _check_dims(shape)
         words = _key_words(key)
+        if isinstance(words, jax.core.Tracer):
+            out = _traced(self, shape, dt, words)
+            if out_sharding is not None:
+                out = jax.lax.with_sharding_constraint(out, out_sharding)
+            return out
         if out_sharding is not None:
             return sharded(self, shape, out_sharding, seed=key, dtype=dt)
-        if isinstance(words, jax.core.Tracer):
-            def host(w):
-                seed, stream = _seed_stream_of(w)
-                return self.host(shape, dt, seed=seed, stream=stream)
-            return jax.pure_callback(host, jax.ShapeDtypeStruct(shape, dt), words,
-                                     vmap_method="sequential")
         seed, stream = _seed_stream_of(words)
         return to_jax(self.host(shape, dt, seed=seed, stream=stream))
 
@@ -131,8 +133,17 @@ class Initializer:
             self.fill(out, seed=seed, stream=stream)
         return out
 
+    def draw(self, shape):
+        """``(kind, args)`` of the fill for an array of ``shape``, or None (see the class)."""
+        return None
+
     def fill(self, out, *, seed, stream=0, offset=0, shape=None):
-        raise NotImplementedError
+        """Fill ``out`` with the elements ``offset ..`` of the ``shape`` array
+        (``shape`` defaults to ``out.shape``)."""
+        kind_args = self.draw(out.shape if shape is None else tuple(shape))
+        if kind_args is None:
+            raise NotImplementedError(f"{type(self).__name__} defines neither draw nor fill")
+        public_fill(*kind_args, out, seed=seed, stream=stream, offset=offset)
 
 
 class _Uniform(Initializer):
@@ -140,8 +151,8 @@ class _Uniform(Initializer):
         super().__init__(dtype)
         self.low, self.high = low, high
 
-    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
-        _uniform(out, self.low, self.high, seed=seed, stream=stream, offset=offset)
+    def draw(self, shape):
+        return "uniform", (self.low, self.high)
 
 
 class _Normal(Initializer):
@@ -149,8 +160,8 @@ class _Normal(Initializer):
         super().__init__(dtype)
         self.stddev = stddev
 
-    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
-        _normal(out, 0.0, self.stddev, seed=seed, stream=stream, offset=offset)
+    def draw(self, shape):
+        return "normal", (0.0, self.stddev)
 
 
 class _TruncatedNormal(Initializer):
@@ -158,10 +169,9 @@ class _TruncatedNormal(Initializer):
         super().__init__(dtype)
         self.stddev, self.lower, self.upper = stddev, lower, upper
 
-    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
+    def draw(self, shape):
         s = self.stddev
-        _truncated_normal(out, 0.0, s, self.lower * s, self.upper * s, seed=seed,
-                          stream=stream, offset=offset)
+        return "trunc", (0.0, s, self.lower * s, self.upper * s)
 
 
 class _Constant(Initializer):
@@ -169,8 +179,8 @@ class _Constant(Initializer):
         super().__init__(dtype)
         self.value = value
 
-    def fill(self, out, *, seed=None, stream=0, offset=0, shape=None):
-        _constant(out, self.value)
+    def draw(self, shape):
+        return "constant", (self.value,)
 
 
 class _VarianceScaling(Initializer):
@@ -195,19 +205,17 @@ class _VarianceScaling(Initializer):
              "fan_geo_avg": (fan_in * fan_out) ** 0.5}[self.mode]
         return self.scale / n
 
-    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
-        variance = self.variance(out.shape if shape is None else shape)
-        kw = dict(seed=seed, stream=stream, offset=offset)
+    def draw(self, shape):
+        variance = self.variance(shape)
         if variance == 0:                  # scale 0: every distribution is the point 0
-            _constant(out, 0.0)
-        elif self.distribution == "uniform":
+            return "constant", (0.0,)
+        if self.distribution == "uniform":
             limit = math.sqrt(3.0 * variance)
-            _uniform(out, -limit, limit, **kw)
-        elif self.distribution == "normal":
-            _normal(out, 0.0, math.sqrt(variance), **kw)
-        else:
-            std = math.sqrt(variance) / TRUNCATED_STD
-            _truncated_normal(out, 0.0, std, -2.0 * std, 2.0 * std, **kw)
+            return "uniform", (-limit, limit)
+        if self.distribution == "normal":
+            return "normal", (0.0, math.sqrt(variance))
+        std = math.sqrt(variance) / TRUNCATED_STD
+        return "trunc", (0.0, std, -2.0 * std, 2.0 * std)
 
 
 def uniform(scale=1e-2, dtype=None):
@@ -261,14 +269,64 @@ he_normal = kaiming_normal = _preset(2.0, "fan_in", "truncated_normal",
                                      "variance_scaling(2, 'fan_in', 'truncated_normal').")
 
 
-# --- sharded construction -------------------------------------------------------
-def fill_block(init, shape, index, dtype, *, seed, stream=0):
-    """The block ``index`` (a tuple of unit-step slices) of the ``shape`` array.
+# --- blocks of the global array ---------------------------------------------------
+def _check_dims(shape, what="shape"):
+    for d in shape:
+        if d < 0:
+            raise ValueError(f"{what} {shape} has a negative dimension")
 
-    The block is cut into runs that are contiguous in the global C order:
-    the trailing axes it covers whole, behind its last partial axis. Each
-    run is one fill at the global offset of its first element.
+
+def fill_tile(init, shape, starts, out, *, seed, stream=0):
+    """Fill ``out`` with the block of the global ``shape`` array that starts at ``starts``.
+
+    ``out`` is a C-contiguous array (a shard's buffer); its element at
+    position ``p`` gets the global element ``starts + p``. Positions past the
+    end of the global array (the padding of an uneven shard) are set to 0.
+    The block is cut into runs that are contiguous in the global C order
+    (the trailing axes it covers whole, behind its last partial axis); each
+    run is one fill at the global offset of its first element, so the block
+    equals, bit for bit, the same slice of the unsharded array.
     """
+    tile = out.shape
+    starts = [int(s) for s in starts]
+    sizes = [max(0, min(t, n - s)) for s, t, n in zip(starts, tile, shape)]
+    if out.size == 0:
+        return out
+    if sizes != list(tile):                     # padding, or nothing of the array here
+        out[...] = 0
+    if 0 in sizes:
+        return out
+    kind_args = init.draw(shape)
+    if kind_args is not None and kind_args[0] == "constant":   # the same value everywhere
+        public_fill(*kind_args, out, seed=seed, stream=stream, offset=0)
+        return out
+    partial = [k for k in range(len(shape))
+               if not (starts[k] == 0 and sizes[k] == shape[k] == tile[k])]
+    if not partial:                             # the whole array
+        init.fill(out.reshape(-1), seed=seed, stream=stream, offset=0, shape=shape)
+        return out
+    k = partial[-1]                             # axes after k are whole
+    inner = math.prod(shape[k + 1:])
+    strides = [math.prod(shape[j + 1:]) for j in range(len(shape))]
+    rows = out.reshape(math.prod(tile[:k]), tile[k] * inner)
+    run = sizes[k] * inner
+    local = [math.prod(tile[j + 1:k]) for j in range(k)]        # row strides in ``rows``
+    index, offsets = [], []
+    base = starts[k] * strides[k]
+    for lead in itertools.product(*(range(n) for n in sizes[:k])):
+        index.append(sum(i * st for i, st in zip(lead, local)))
+        offsets.append(base + sum((s + i) * st for s, i, st in zip(starts, lead, strides)))
+    if kind_args is not None:
+        fill_runs(*kind_args, rows, index, run, offsets, seed=seed, stream=stream)
+        return out
+    for row, offset in zip(index, offsets):     # a subclass with its own fill
+        init.fill(rows[row, :run], seed=seed, stream=stream, offset=offset, shape=shape)
+    return out
+
+
+def fill_block(init, shape, index, dtype, *, seed, stream=0):
+    """The block ``index`` (a tuple of unit-step slices) of the ``shape`` array, as a
+    new aligned NumPy array (see :func:`fill_tile`)."""
     shape = _shape(shape)
     index = tuple(index) + (slice(None),) * (len(shape) - len(index))
     ranges = []
@@ -278,19 +336,16 @@ def fill_block(init, shape, index, dtype, *, seed, stream=0):
             raise ValueError(f"shard index {index} has a step; shards are unit-step blocks")
         ranges.append(r)
     out = empty(tuple(len(r) for r in ranges), np.dtype(dtype).name)
-    if out.size == 0:
-        return out
-    partial = [k for k, (r, n) in enumerate(zip(ranges, shape)) if len(r) != n]
-    if not partial:                             # the whole array
-        init.fill(out.reshape(-1), seed=seed, stream=stream, offset=0, shape=shape)
-        return out
-    k = partial[-1]                             # axes after k are whole
-    strides = [math.prod(shape[j + 1:]) for j in range(len(shape))]
-    runs = out.reshape(math.prod(out.shape[:k]), -1)
-    for row, lead in zip(runs, itertools.product(*ranges[:k])):
-        offset = sum(i * st for i, st in zip(lead, strides)) + ranges[k].start * strides[k]
-        init.fill(row, seed=seed, stream=stream, offset=offset, shape=shape)
-    return out
+    return fill_tile(init, shape, [r.start for r in ranges], out, seed=seed, stream=stream)
+
+
+def _seed_of(seed, stream):
+    """(seed, stream) from an int seed with ``stream``, or from a PRNG key."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return _contract.check_u64("seed", seed), _contract.check_u64("stream", stream)
+    if stream != 0:
+        raise ValueError("stream comes from the key; pass an int seed to choose it")
+    return key_to_seed(seed)
 
 
 def sharded(init, shape, sharding, *, seed, stream=0, dtype=None):
@@ -299,16 +354,14 @@ def sharded(init, shape, sharding, *, seed, stream=0, dtype=None):
     ``seed`` is an int (with ``stream``) or a PRNG key (which gives both).
     Shard ``index`` holds exactly ``init(key, shape, dtype)[index]``: fans
     come from the global ``shape`` and each element from its global index.
+    Eager: the key must be concrete (under ``jax.jit``, call ``init`` itself
+    and let ``out_shardings`` or a sharding constraint place it).
     """
     if not isinstance(init, Initializer):
         raise TypeError(f"init must be a fastinit.jax initializer, got {type(init).__name__}")
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        seed, stream = int(seed), int(stream)
-    else:
-        if stream != 0:
-            raise ValueError("stream comes from the key; pass an int seed to choose it")
-        seed, stream = key_to_seed(seed)
+    seed, stream = _seed_of(seed, stream)
     shape = _shape(shape)
+    _check_dims(shape)
     dt = _dtype(init.dtype if dtype is None else dtype)
 
     def shard(index):
@@ -316,8 +369,156 @@ def sharded(init, shape, sharding, *, seed, stream=0, dtype=None):
     return jax.make_array_from_callback(shape, sharding, shard, dtype=dt)
 
 
+# --- inside jit: one FFI call per device, on that device's shard ------------------------
+#
+# Under jit the key is a tracer. The fill is an XLA FFI custom call
+# (``fastinit_fill``, a ctypes handler: fastinit._xla_ffi) wrapped in
+# jax.experimental.custom_partitioning: its sharding rule leaves the result
+# free to take any sharding (the key operand is replicated), and its partition
+# rule, given the result sharding XLA chose, builds a program in which every
+# device fills only its own tile, from the global offsets of that tile
+# (a table indexed by the device's partition id). The handler writes straight
+# into XLA's output buffer: no host copy, no full array anywhere.
+_TARGET = "fastinit_fill"
+_AXIS = "fastinit_shard"
+_calls = {}            # (init, shape, dtype name) -> call id (the FFI attribute)
+_by_id = []            # call id -> (init, shape, dtype)
+_calls_lock = threading.Lock()
+
+
+def _call_id(init, shape, dt):
+    """A process-wide id for (init, shape, dtype); the registry keeps ``init`` alive, since
+    a compiled program may outlive the Python objects it was traced from."""
+    key = (init, shape, dt.name)
+    with _calls_lock:
+        cid = _calls.get(key)
+        if cid is None:
+            cid = _calls[key] = len(_by_id)
+            _by_id.append((init, shape, dt))
+    return cid
+
+
+def _ffi_fill(frame):
+    """The FFI handler: fill this device's tile of the call's array."""
+    init, shape, dt = _by_id[frame.attr_u64("call")]
+    out = frame.result(0)
+    seed, stream = _seed_stream_of(frame.arg(0))
+    fill_tile(init, shape, frame.arg(1), out, seed=seed, stream=stream)
+
+
+def _ffi(words, starts, cid, tile, dt):
+    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(tile, dt))(
+        words, starts, call=np.uint64(cid))
+
+
+def _host_whole(init, shape, dt, words):
+    """The whole array through jax.pure_callback (platforms other than the CPU)."""
+    def host(w):
+        seed, stream = _seed_stream_of(w)
+        return init.host(shape, dt, seed=seed, stream=stream)
+    return jax.pure_callback(host, jax.ShapeDtypeStruct(shape, dt), words)
+
+
+def _describe(init, shape, dt):
+    """How errors name an array: the initializer, its shape and dtype."""
+    return f"the {shape} {dt.name} array of {type(init).__name__.lstrip('_')}"
+
+
+def _partition_rule(init, shape, dt, cid):
+    def partition(mesh, arg_shapes, result_shape):
+        sharding = result_shape.sharding
+        what = _describe(init, shape, dt)
+        hlo = sharding._to_xla_hlo_sharding(len(shape))
+        if hlo.is_manual() or hlo.is_unreduced() or hlo.is_unknown():
+            raise ValueError(f"fastinit.jax: {what} cannot be drawn with sharding {hlo}: "
+                             f"manual, unreduced or unknown shardings are refused")
+        devices = list(getattr(sharding, "_device_assignment", ()))
+        if not devices:
+            raise ValueError(f"fastinit.jax: {what}: sharding {sharding} names no devices")
+        platform = devices[0].platform
+        if platform != "cpu":
+            raise ValueError(
+                f"fastinit.jax: {what} is sharded over {len(devices)} {platform} devices "
+                f"({hlo}) inside jit, which fastinit draws on CPU devices only; build it "
+                f"eagerly with fastinit.jax.sharded(), which fills each shard on its own")
+        tile, table = _tiles(hlo, shape, len(devices), what)
+        own = jax.sharding.Mesh(np.array(devices), (_AXIS,))
+
+        def lower_fn(words):
+            starts = jnp.asarray(table)[jax.lax.axis_index(_AXIS)]
+            return _ffi(words, starts, cid, tile, dt)
+        replicated = jax.sharding.NamedSharding(own, jax.sharding.PartitionSpec())
+        return own, lower_fn, sharding, (replicated,)
+    return partition
+
+
+def _tiles(hlo, shape, n_devices, what):
+    """(tile shape, table): row ``p`` of the uint32 table holds the global offsets of the
+    tile of partition ``p`` under the HLO sharding ``hlo``, as XLA cuts it (tiles of
+    ``ceil(n / parts)`` along each axis, the last ones padded or empty)."""
+    table = np.zeros((n_devices, len(shape)), np.uint32)
+    if hlo.is_replicated() or hlo.is_maximal():
+        return shape, table
+    dims = list(hlo.tile_assignment_dimensions())
+    ids = np.asarray(hlo.tile_assignment_devices()).reshape(dims)
+    if not hlo.is_tiled() or len(dims) < len(shape) or ids.size != n_devices \
+            or sorted(ids.reshape(-1).tolist()) != list(range(n_devices)):
+        raise ValueError(f"fastinit.jax: {what} cannot be drawn with sharding {hlo}: "
+                         f"not one tile per device")
+    tile = tuple(-(-n // t) for n, t in zip(shape, dims))
+    for pos in np.ndindex(*dims):
+        table[ids[pos]] = [i * t for i, t in zip(pos[:len(shape)], tile)]
+    return tile, table
+
+
+def _traced(init, shape, dt, words):
+    """The array under a trace: partitioned FFI fills (CPU), else one host callback."""
+    if math.prod(shape) == 0:
+        return jnp.zeros(shape, dt)
+    if dt.name not in _FLOATS:
+        raise ValueError(f"fastinit.jax draws {_FLOATS}, got {dt.name}")
+    if any(d >= 2 ** 32 for d in shape):
+        raise ValueError(f"fastinit.jax: {_describe(init, shape, dt)}: a dimension of "
+                         f"2**32 or more")
+    from . import _xla_ffi
+    _xla_ffi.register(_TARGET, _ffi_fill)
+    cid = _call_id(init, shape, dt)
+
+    def whole(w):
+        origin = jnp.zeros(len(shape), jnp.uint32)     # traced: custom_partitioning takes
+        return jax.lax.platform_dependent(             # no captured constants
+            w, cpu=lambda w: _ffi(w, origin, cid, shape, dt),
+            default=lambda w: _host_whole(init, shape, dt, w))
+    if not shape:                               # a scalar: nothing to partition
+        fill = whole
+    else:
+        fill = custom_partitioning(whole)
+        factors = " ".join(f"d{i}" for i in range(len(shape)))
+        fill.def_partition(
+            partition=_partition_rule(init, shape, dt, cid),
+            infer_sharding_from_operands=lambda mesh, args, result: _replicated(args),
+            propagate_user_sharding=lambda mesh, user: user.sharding,
+            decode_shardings=False,
+            sharding_rule=f"w -> {factors}", need_replication_factors=("w",))
+
+    batchable = jax.custom_batching.custom_vmap(fill)
+
+    @batchable.def_vmap
+    def _batched(axis_size, in_batched, w):
+        if not in_batched[0]:
+            return fill(w), False
+        return jax.lax.map(fill, w), True
+    return batchable(words)
+
+
+def _replicated(arg_shapes):
+    sharding = arg_shapes[0].sharding
+    return sharding.get_replicated(list(sharding._device_assignment)) \
+        if hasattr(sharding, "get_replicated") else sharding
+
+
 __all__ = ["Initializer", "uniform", "normal", "truncated_normal", "constant", "zeros", "ones",
            "variance_scaling", "glorot_uniform", "xavier_uniform", "glorot_normal",
            "xavier_normal", "lecun_uniform", "lecun_normal", "he_uniform", "kaiming_uniform",
            "he_normal", "kaiming_normal", "compute_fans", "key_to_seed", "sharded",
-           "fill_block"]
+           "fill_block", "fill_tile"]
