@@ -33,7 +33,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from . import _contract
 from .buffers import empty
 from .fans import TRUNCATED_STD, fans_by_axes
-from ._runs import fill_runs, public_fill
+from ._blocks import fill_tile, public_fill
 from .interop import to_jax
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -274,54 +274,6 @@ def _check_dims(shape, what="shape"):
     for d in shape:
         if d < 0:
             raise ValueError(f"{what} {shape} has a negative dimension")
-
-
-def fill_tile(init, shape, starts, out, *, seed, stream=0):
-    """Fill ``out`` with the block of the global ``shape`` array that starts at ``starts``.
-
-    ``out`` is a C-contiguous array (a shard's buffer); its element at
-    position ``p`` gets the global element ``starts + p``. Positions past the
-    end of the global array (the padding of an uneven shard) are set to 0.
-    The block is cut into runs that are contiguous in the global C order
-    (the trailing axes it covers whole, behind its last partial axis); each
-    run is one fill at the global offset of its first element, so the block
-    equals, bit for bit, the same slice of the unsharded array.
-    """
-    tile = out.shape
-    starts = [int(s) for s in starts]
-    sizes = [max(0, min(t, n - s)) for s, t, n in zip(starts, tile, shape)]
-    if out.size == 0:
-        return out
-    if sizes != list(tile):                     # padding, or nothing of the array here
-        out[...] = 0
-    if 0 in sizes:
-        return out
-    kind_args = init.draw(shape)
-    if kind_args is not None and kind_args[0] == "constant":   # the same value everywhere
-        public_fill(*kind_args, out, seed=seed, stream=stream, offset=0)
-        return out
-    partial = [k for k in range(len(shape))
-               if not (starts[k] == 0 and sizes[k] == shape[k] == tile[k])]
-    if not partial:                             # the whole array
-        init.fill(out.reshape(-1), seed=seed, stream=stream, offset=0, shape=shape)
-        return out
-    k = partial[-1]                             # axes after k are whole
-    inner = math.prod(shape[k + 1:])
-    strides = [math.prod(shape[j + 1:]) for j in range(len(shape))]
-    rows = out.reshape(math.prod(tile[:k]), tile[k] * inner)
-    run = sizes[k] * inner
-    local = [math.prod(tile[j + 1:k]) for j in range(k)]        # row strides in ``rows``
-    index, offsets = [], []
-    base = starts[k] * strides[k]
-    for lead in itertools.product(*(range(n) for n in sizes[:k])):
-        index.append(sum(i * st for i, st in zip(lead, local)))
-        offsets.append(base + sum((s + i) * st for s, i, st in zip(starts, lead, strides)))
-    if kind_args is not None:
-        fill_runs(*kind_args, rows, index, run, offsets, seed=seed, stream=stream)
-        return out
-    for row, offset in zip(index, offsets):     # a subclass with its own fill
-        init.fill(rows[row, :run], seed=seed, stream=stream, offset=offset, shape=shape)
-    return out
 
 
 def fill_block(init, shape, index, dtype, *, seed, stream=0):
