@@ -14,18 +14,30 @@ every call (``fastinit.manual_seed`` makes that reproducible); a
 state words become seed and stream). Keras 3's own initializers differ on
 ``None``: they draw a seed once, at construction.
 
+Distribution: the call takes Keras 3's optional ``layout`` (a
+``keras.distribution.TensorLayout`` or a backend sharding), which Keras
+passes under ``keras.distribution`` (``ModelParallel`` with a
+``LayoutMap``) on the JAX backend. Each shard is then drawn on its own
+from its global offsets (``jax.make_array_from_callback``): the values are
+those of the undistributed call, and no full array is ever built. On the
+other backends a layout gets the whole array, distributed by
+``keras.distribution.distribute_tensor``.
+
 Every class is registered as ``"fastinit>Name"``, so a ``.keras`` file that
 uses them reloads with its initializers once ``fastinit.keras`` is imported.
 """
 
 import numbers
 
+import math
+
 import keras
 import numpy as np
 
-from . import distributions as _dist
-from .fans import DISTRIBUTIONS, MODES, axes_size, fans, variance_scaling
+from . import _contract
+from ._blocks import fill_tile, public_fill
 from .buffers import empty
+from .fans import DISTRIBUTIONS, MODES, TRUNCATED_STD, axes_size, fans
 from .interop import to_jax, to_tensorflow
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
@@ -76,6 +88,46 @@ def to_backend(buf):
     return keras.ops.convert_to_tensor(buf)
 
 
+def _jax_sharding(layout):
+    """The concrete ``jax.sharding.Sharding`` of a Keras layout on the JAX backend."""
+    import jax
+    if isinstance(layout, keras.distribution.TensorLayout):
+        layout = layout.backend_layout
+    mesh = getattr(layout, "mesh", None)
+    if isinstance(mesh, jax.sharding.AbstractMesh):     # Keras's explicit-axes context
+        concrete = jax.sharding.get_mesh()
+        if concrete.empty or concrete.axis_names != mesh.axis_names:
+            raise ValueError(f"layout {layout} names an abstract mesh and no concrete mesh "
+                             f"with its axes is set (jax.set_mesh)")
+        layout = jax.sharding.NamedSharding(concrete, layout.spec)
+    if not isinstance(layout, jax.sharding.Sharding):
+        raise TypeError(f"layout must be a keras.distribution.TensorLayout or a "
+                        f"jax.sharding.Sharding, got {type(layout).__name__}")
+    return layout
+
+
+def distributed(init, shape, dtype, layout, seed, stream):
+    """The ``shape`` array of ``init`` laid out by ``layout`` (see the module docstring).
+
+    On the JAX backend each shard is one block of the global array, drawn
+    from its global offsets; elsewhere the whole array is distributed.
+    """
+    if keras.backend.backend() != "jax":
+        out = empty(shape, dtype)
+        if out.size:
+            fill_tile(init, shape, (0,) * len(shape), out, seed=seed, stream=stream)
+        return keras.distribution.distribute_tensor(to_backend(out), layout)
+    import jax
+    sharding = _jax_sharding(layout)
+
+    def shard(index):
+        ranges = [range(*s.indices(n)) for s, n in zip(index, shape)]
+        block = empty(tuple(len(r) for r in ranges), dtype)
+        return fill_tile(init, shape, [r.start for r in ranges], block, seed=seed,
+                         stream=stream)
+    return jax.make_array_from_callback(shape, sharding, shard, dtype=dtype)
+
+
 class _Random(keras.initializers.Initializer):
     """Seed handling and ``__call__`` for the random initializers."""
 
@@ -95,15 +147,28 @@ class _Random(keras.initializers.Initializer):
             return int(words[0]) & 0xFFFFFFFF, int(words[1]) & 0xFFFFFFFF
         return self.seed, 0
 
-    def __call__(self, shape, dtype=None):
-        out = empty(_shape(shape), _float_dtype(dtype, type(self).__name__))
-        if out.size:
-            seed, stream = self._seed_stream()
-            self._fill(out, seed=seed, stream=stream)
+    def __call__(self, shape, dtype=None, layout=None):
+        shape = _shape(shape)
+        name = _float_dtype(dtype, type(self).__name__)
+        if math.prod(shape) == 0:
+            return to_backend(empty(shape, name))
+        seed, stream = self._seed_stream()
+        if seed is None:                  # one stream of the process-wide generator per call
+            seed, stream = _contract.take_stream()
+        if layout is not None:
+            return distributed(self, shape, name, layout, seed, stream)
+        out = empty(shape, name)
+        self.fill(out, seed=seed, stream=stream)
         return to_backend(out)
 
-    def _fill(self, out, seed, stream):
+    def draw(self, shape):
+        """``(kind, args)`` of the fill for an array of ``shape`` (fastinit._blocks)."""
         raise NotImplementedError
+
+    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
+        """Fill ``out`` with the elements ``offset ..`` of the ``shape`` array."""
+        kind, args = self.draw(out.shape if shape is None else tuple(shape))
+        public_fill(kind, args, out, seed=seed, stream=stream, offset=offset)
 
     def get_config(self):
         return {"seed": keras.saving.serialize_keras_object(self._init_seed)}
@@ -117,8 +182,8 @@ class RandomUniform(_Random):
         self.minval, self.maxval = minval, maxval
         super().__init__(seed=seed)
 
-    def _fill(self, out, seed, stream):
-        _dist.uniform(out, self.minval, self.maxval, seed=seed, stream=stream)
+    def draw(self, shape):
+        return "uniform", (self.minval, self.maxval)
 
     def get_config(self):
         return {**super().get_config(), "minval": self.minval, "maxval": self.maxval}
@@ -132,9 +197,8 @@ class MaskedUniform(_Random):
         self.minval, self.maxval, self.threshold = minval, maxval, threshold
         super().__init__(seed=seed)
 
-    def _fill(self, out, seed, stream):
-        _dist.masked_uniform(out, self.minval, self.maxval, self.threshold,
-                             seed=seed, stream=stream)
+    def draw(self, shape):
+        return "masked_uniform", (self.minval, self.maxval, self.threshold)
 
     def get_config(self):
         return {**super().get_config(), "minval": self.minval, "maxval": self.maxval,
@@ -149,8 +213,8 @@ class RandomNormal(_Random):
         self.mean, self.stddev = mean, stddev
         super().__init__(seed=seed)
 
-    def _fill(self, out, seed, stream):
-        _dist.normal(out, self.mean, self.stddev, seed=seed, stream=stream)
+    def draw(self, shape):
+        return "normal", (self.mean, self.stddev)
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
@@ -164,12 +228,11 @@ class TruncatedNormal(_Random):
         self.mean, self.stddev = mean, stddev
         super().__init__(seed=seed)
 
-    def _fill(self, out, seed, stream):
+    def draw(self, shape):
         if self.stddev == 0:
-            _dist.constant(out, self.mean)
-            return
-        _dist.truncated_normal(out, self.mean, self.stddev, self.mean - 2.0 * self.stddev,
-                               self.mean + 2.0 * self.stddev, seed=seed, stream=stream)
+            return "constant", (self.mean,)
+        return "trunc", (self.mean, self.stddev, self.mean - 2.0 * self.stddev,
+                         self.mean + 2.0 * self.stddev)
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "stddev": self.stddev}
@@ -201,10 +264,19 @@ class VarianceScaling(_Random):
         self.input_axes, self.output_axes = input_axes, output_axes
         super().__init__(seed=seed)
 
-    def _fill(self, out, seed, stream):
-        fans = compute_fans(out.shape, self.input_axes, self.output_axes)
-        variance_scaling(out, self.scale, self.mode, self.distribution, fans=fans,
-                         layout="keras", seed=seed, stream=stream)
+    def draw(self, shape):
+        """Keras's rule, as ``fastinit.variance_scaling`` with these fans."""
+        fan_in, fan_out = compute_fans(shape, self.input_axes, self.output_axes)
+        fan = {"fan_in": fan_in, "fan_out": fan_out,
+               "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        variance = self.scale / max(1.0, fan)
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * variance)
+            return "uniform", (-limit, limit)
+        if self.distribution == "untruncated_normal":
+            return "normal", (0.0, math.sqrt(variance))
+        std = math.sqrt(variance) / TRUNCATED_STD
+        return "trunc", (0.0, std, -2.0 * std, 2.0 * std)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "mode": self.mode,
@@ -270,16 +342,27 @@ class Constant(keras.initializers.Initializer):
     def __init__(self, value=0.0):
         self.value = value
 
-    def __call__(self, shape, dtype=None):
+    def __call__(self, shape, dtype=None, layout=None):
         shape, name = _shape(shape), keras.backend.standardize_dtype(dtype)
         if name not in _FLOATS:       # ints and bools: Keras's own way
-            return keras.ops.cast(self.value, dtype=name) * keras.ops.ones(shape, dtype=name)
+            value = keras.ops.cast(self.value, dtype=name) * keras.ops.ones(shape, dtype=name)
+            if layout is not None:
+                value = keras.distribution.distribute_tensor(value, layout)
+            return value
+        if layout is not None and math.prod(shape):
+            return distributed(self, shape, name, layout, None, 0)
+        out = empty(shape, name)
+        public_fill(*self.draw(shape), out, seed=None, stream=0, offset=0)
+        return to_backend(out)
+
+    def draw(self, shape):
         value = self.value
         if not isinstance(value, numbers.Real):
             value = np.asarray(value).item()
-        out = empty(shape, name)
-        _dist.constant(out, value)
-        return to_backend(out)
+        return "constant", (value,)
+
+    def fill(self, out, *, seed=None, stream=0, offset=0, shape=None):
+        public_fill(*self.draw(()), out, seed=seed, stream=stream, offset=offset)
 
     def get_config(self):
         return {"value": keras.saving.serialize_keras_object(self.value)}
@@ -320,4 +403,4 @@ class Ones(_Fixed):
 __all__ = ["RandomUniform", "RandomNormal", "TruncatedNormal", "VarianceScaling",
            "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
            "LecunNormal", "Constant", "Zeros", "Ones", "MaskedUniform", "compute_fans",
-           "to_backend"]
+           "to_backend", "distributed"]
