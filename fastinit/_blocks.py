@@ -126,13 +126,13 @@ def fill_tile(init, shape, starts, out, *, seed, stream=0):
     sizes = [max(0, min(t, n - s)) for s, t, n in zip(starts, tile, shape)]
     if out.size == 0:
         return out
-    if sizes != list(tile):                     # padding, or nothing of the array here
-        out[...] = 0
-    if 0 in sizes:
-        return out
     kind_args = init.draw(tuple(shape))
     if kind_args is not None and kind_args[0] == "constant":   # the same value everywhere
         public_fill(*kind_args, out, seed=seed, stream=stream, offset=0)
+        return out
+    if sizes != list(tile):                     # padding, or nothing of the array here
+        out[...] = 0
+    if 0 in sizes:
         return out
     partial = [k for k in range(len(shape))
                if not (starts[k] == 0 and sizes[k] == shape[k] == tile[k])]
