@@ -101,7 +101,10 @@ def test_defaults_of_builtin_modules():
     assert bool((mha.in_proj_bias == 0).all()) and bool((mha.out_proj.bias == 0).all())
     assert float(mha.out_proj.weight.abs().max()) <= 1 / math.sqrt(8)
     assert float(mha.bias_k.abs().max()) < 10 and float(mha.bias_k.abs().max()) > 0
-    assert r["mha.out_proj.bias"].rule.startswith("default MultiheadAttention")
+    # torch's own reset_parameters ran under the redirect, children first: out_proj's
+    # Linear draw, then MultiheadAttention's constant_ on it
+    assert r["mha.out_proj.bias"].rule == "MultiheadAttention._reset_parameters: constant_(val=0.0)"
+    assert r["mha.out_proj.bias"].history[0].startswith("Linear.reset_parameters: uniform_(")
     mha2 = m["mha2"]
     assert float(mha2.k_proj_weight.abs().max()) <= math.sqrt(6 / (8 + 6))
     for p in m["lstm"].parameters():
@@ -120,11 +123,12 @@ def test_default_transformer_xavier_on_matrices():
                            dim_feedforward=16)
     r = ft.init_module(m, seed=2)
     lin = m.encoder.layers[0].linear1
-    assert r["encoder.layers.0.linear1.weight"].rule == "default Transformer: xavier_uniform_"
+    assert (r["encoder.layers.0.linear1.weight"].rule
+            == "Transformer._reset_parameters: xavier_uniform_(gain=1.0)")
     want = torch.empty(16, 8)
     ft.xavier_uniform_(want, seed=2, stream=ft.stream_for("encoder.layers.0.linear1.weight"))
     assert same(lin.weight, want)
-    assert r["encoder.layers.0.linear1.bias"].rule.startswith("default Linear")
+    assert r["encoder.layers.0.linear1.bias"].rule.startswith("Linear.reset_parameters")
     assert bool((m.encoder.layers[0].self_attn.out_proj.bias == 0).all())
 
 
@@ -218,7 +222,8 @@ def test_user_rules_override_defaults_and_defaults_can_be_off():
     m = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
     r = ft.init_module(m, {"0.weight": "zeros"}, seed=0)
     assert bool((m[0].weight == 0).all())
-    assert r["0.bias"].rule.startswith("default Linear")
+    assert r["0.bias"].rule.startswith("Linear.reset_parameters: uniform_(")
+    assert r["0.weight"].rule == "rule '0.weight': zeros_()"
     with pytest.raises(ft.UnmatchedParametersError) as info:
         ft.init_module(m, {"0.weight": "zeros"}, seed=0, defaults=False)
     assert info.value.report.unmatched == ["0.bias", "1.weight", "1.bias"]
@@ -261,7 +266,7 @@ def test_running_stats_reset_only_with_defaults():
     assert bool((bn.running_mean == 3).all())
     r = ft.init_module(bn, seed=0)
     assert bool((bn.running_mean == 0).all())
-    assert ("running_mean", "reset_running_stats()") in r.buffers
+    assert ("running_mean", "_NormBase.reset_running_stats: zero_()") in r.buffers
 
 
 # --- unmatched parameters ------------------------------------------------------
@@ -273,29 +278,36 @@ class WithCustom(nn.Module):
         self.scale = nn.Parameter(torch.full((4,), 7.0))
 
 
-def test_unmatched_raise_before_any_write_and_are_named():
+def test_unmatched_raise_after_the_init_code_and_are_named():
     m = WithCustom()
-    before = m.lin.weight.detach().clone()
     with pytest.raises(ft.UnmatchedParametersError, match="pos, scale") as info:
         ft.init_module(m, seed=0)
-    assert same(m.lin.weight, before)
+    assert "rules={'pos'" in str(info.value)                  # says how to provide them
+    assert bool((m.pos == 7).all()) and bool((m.scale == 7).all())   # never written
     rep = info.value.report
-    assert rep.unmatched == ["pos", "scale"]
-    assert rep["pos"].shape == (3, 4) and rep["pos"].rule == "no rule matched"
+    assert rep.unmatched == ["pos", "scale"] and rep.untouched == ["pos", "scale"]
+    assert rep["pos"].shape == (3, 4)
+    assert rep["pos"].rule == "not written by reset_parameters(), no rule matched"
+    # with no init code the same parameters are known before any write
+    before = m.lin.weight.detach().clone()
+    with pytest.raises(ft.UnmatchedParametersError, match="pos, scale, lin.weight, lin.bias"):
+        ft.init_module(m, seed=0, defaults=False)
+    assert same(m.lin.weight, before)
 
 
 def test_unmatched_warn_and_ignore():
     m = WithCustom()
-    with pytest.warns(UserWarning, match="no rule matched 2"):
+    with pytest.warns(UserWarning, match=r"2 parameter\(s\) were not set"):
         r = ft.init_module(m, seed=0, on_unmatched="warn")
     assert r.unmatched == ["pos", "scale"] and bool((m.pos == 7).all())
-    assert "no rule matched" in str(r)
+    assert "not written by reset_parameters()" in str(r)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r = ft.init_module(m, seed=0, on_unmatched="ignore")
     assert r.unmatched == ["pos", "scale"]
     r = ft.init_module(m, {"pos": ("normal", {"std": 0.02}), "scale": "ones"}, seed=0)
     assert not r.unmatched and bool((m.scale == 1).all())
+    assert r.untouched == ["pos", "scale"]                    # rules set them, not the init
 
 
 def test_report_lists_everything_and_tied_weights_once():
@@ -380,15 +392,21 @@ def test_materialize_equals_init_module_on_cpu():
     assert not r.unmatched and r.seconds > 0
 
 
-def test_materialize_buffers_and_warning():
+def test_materialize_buffers_error_warn_and_kept():
+    with torch.device("meta"):
+        m = WithBuffers()
+    with pytest.raises(ft.UnsetBuffersError, match="inv_freq") as info:
+        ft.materialize(m, seed=1)
+    assert "module.get_buffer(name)" in str(info.value)
+    actions = dict(info.value.report.buffers)
+    assert actions["inv_freq"].startswith("UNSET")
     with torch.device("meta"):
         m = WithBuffers()
     with pytest.warns(UserWarning, match="inv_freq"):
-        r = ft.materialize(m, seed=1)
+        r = ft.materialize(m, seed=1, on_buffers="warn")
     assert bool((m.bn.running_var == 1).all()) and bool((m.bn.running_mean == 0).all())
     actions = dict(r.buffers)
-    assert actions["bn.running_mean"] == "reset_running_stats()"
-    assert actions["inv_freq"].startswith("UNINITIALIZED")
+    assert actions["bn.running_mean"] == "_NormBase.reset_running_stats: zero_()"
     # a buffer created off the meta device keeps its values
     with torch.device("meta"):
         m = WithBuffers()
@@ -398,17 +416,26 @@ def test_materialize_buffers_and_warning():
         r = ft.materialize(m, seed=1)
     assert torch.equal(m.inv_freq, torch.arange(4.0))
     assert dict(r.buffers)["inv_freq"].startswith("kept")
+    with pytest.raises(ValueError, match="on_buffers"):
+        ft.materialize(m, seed=1, on_buffers="ignore")
 
 
-def test_materialize_checks_rules_before_allocating():
+def test_materialize_checks_rules_before_allocating_and_names_unset_parameters():
     with torch.device("meta"):
         m = WithCustom()
-    with pytest.raises(ft.UnmatchedParametersError):
-        ft.materialize(m, seed=0)
-    assert m.lin.weight.is_meta and m.pos.is_meta                  # nothing allocated
+    for bad, err in (({"pos": "glorot"}, "unknown initializer"),
+                     ({"*.weights": "zeros"}, "matched no parameter")):
+        with pytest.raises(ValueError, match=err):
+            ft.materialize(m, seed=0, rules=bad)
+        assert m.lin.weight.is_meta and m.pos.is_meta               # nothing allocated
+    with pytest.raises(ft.UnmatchedParametersError, match="pos, scale"):
+        ft.materialize(m, seed=0)                 # pos and scale: to_empty memory, named
+    with torch.device("meta"):
+        m = WithCustom()
     r = ft.materialize(m, seed=0, rules={"pos": ("normal", {"std": 0.02}), "scale": "ones"})
     assert not m.pos.is_meta and bool((m.scale == 1).all())
     assert abs(float(m.pos.std()) - 0.02) < 0.02
+    assert r["pos"].rule == "rule 'pos': normal_(std=0.02)"
 
 
 def test_materialize_progress_line(capsys, monkeypatch):

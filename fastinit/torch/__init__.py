@@ -1,15 +1,17 @@
 """fastinit.torch: fastinit's fills for PyTorch tensors, modules and DTensors.
 
-Twins of ``torch.nn.init`` (``twins``), ``init_module`` (``module``),
-``materialize`` for meta-device models (``meta``), DTensor shards equal to
-the same slice of the full tensor (``dtensor``), and ``to_torch``
-(``handoff``). docs/torch.md describes them.
+Twins of ``torch.nn.init`` (``twins``), ``redirect`` (a model's own init
+code with every random draw from fastinit), ``init_module`` and its rules
+(``module``, ``rules``), ``materialize`` for meta-device models (``meta``),
+DTensor shards equal to the same slice of the full tensor (``dtensor``),
+and ``to_torch`` (``handoff``). docs/torch.md describes them.
 """
 
 from .._contract import stream_for
 from .handoff import to_torch
 from .meta import materialize
 from .module import InitReport, ParamRecord, UnmatchedParametersError, init_module
+from .redirect import Redirect, UnsetBuffersError, redirect
 from .twins import (calculate_gain, constant_, kaiming_normal_, kaiming_uniform_,
                     masked_uniform_, normal_, ones_, trunc_normal_, uniform_, xavier_normal_,
                     xavier_uniform_, zeros_)
@@ -20,4 +22,5 @@ __all__ = [
     "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
     "calculate_gain", "masked_uniform_", "init_module", "materialize", "stream_for",
     "InitReport", "ParamRecord", "UnmatchedParametersError", "to_torch",
+    "redirect", "Redirect", "UnsetBuffersError",
 ]

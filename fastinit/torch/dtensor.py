@@ -152,3 +152,50 @@ def fill_dtensor(tensor, draw, seed, stream):
         tmp = torch.empty(lshape, dtype=local.dtype, device=local.device)
         block_fill(tmp, gshape, starts, lshape, draw, seed, stream)
         local.copy_(tmp)
+
+
+def basic_index(index):
+    """Whether ``index`` is basic indexing (ints, slices, None, Ellipsis): a view of
+    the same elements, whose positions the index alone decides."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items) \
+        and not any(isinstance(i, bool) for i in items)
+
+
+def positions_of(gshape, index):
+    """int64 tensor of the positions (element offsets in a C-contiguous tensor of
+    ``gshape``) of ``full[index]``, in the view's shape; ``index`` is basic."""
+    g = torch.empty(gshape, device="meta")[index]          # the geometry alone
+    pos = torch.full((), g.storage_offset(), dtype=torch.int64)
+    for n, st in zip(g.shape, g.stride()):
+        pos = pos.unsqueeze(-1) + torch.arange(n, dtype=torch.int64) * st
+    return pos
+
+
+def write_positions(d, pos, values):
+    """Write into DTensor ``d``'s local shard the elements at global positions ``pos``
+    that it holds. ``values(sel)`` returns the values of ``pos.reshape(-1)[sel]`` (a
+    tensor, or a Python number for all of them). Call under torch.no_grad()."""
+    local, starts, lshape = local_block(d)
+    if local.numel() == 0 or pos.numel() == 0:
+        return
+    gshape = tuple(d.shape)
+    rem = pos.reshape(-1).clone()
+    inside = torch.ones_like(rem, dtype=torch.bool)
+    lidx = torch.zeros_like(rem)
+    for dim in range(len(gshape) - 1, -1, -1):
+        g = rem % gshape[dim]
+        rem = rem // gshape[dim]
+        inside &= (g >= starts[dim]) & (g < starts[dim] + lshape[dim])
+        lidx += (g - starts[dim]) * local.stride(dim)
+    sel = inside.nonzero().reshape(-1)
+    if sel.numel() == 0:
+        return
+    local = local.detach()
+    span = 1 + sum((n - 1) * s for n, s in zip(local.shape, local.stride()))
+    flat = local.as_strided((span,), (1,), local.storage_offset())
+    v = values(sel)
+    if isinstance(v, torch.Tensor):
+        flat[lidx[sel]] = v.to(dtype=local.dtype, device=local.device)
+    else:
+        flat[lidx[sel]] = v

@@ -66,8 +66,9 @@ def fans(shape):
 def _fill(tensor, draw, seed, stream, fn):
     """Run ``draw(buf, offset, seed, stream)`` over ``tensor``'s memory (see
     views.fill_view): nothing on the meta device (as torch.nn.init), a DTensor
-    by the block of the full tensor it holds, any other tensor in place."""
-    if tensor.is_meta:
+    by the block of the full tensor it holds, any other tensor in place;
+    ``draw=None`` (a zero-element no-op) leaves it as it is."""
+    if draw is None or tensor.is_meta:
         return tensor
     if is_dtensor(tensor):
         with torch.no_grad():
@@ -130,12 +131,17 @@ def uniform_(tensor, a=0.0, b=1.0, generator=None, *, seed=None, stream=0):
 
     Example: ``ft.uniform_(torch.empty(3, 5), -0.1, 0.1, seed=0)``
     """
+    return _fill(tensor, uniform_draw(tensor, a, b, generator), seed, stream, "uniform_")
+
+
+def uniform_draw(tensor, a=0.0, b=1.0, generator=None):
+    """uniform_'s checks, then its ``draw(buf, offset, seed, stream)``."""
     _check_generator(generator, "uniform_")
     _check_tensor(tensor, "uniform_")
 
     def draw(buf, offset, seed, stream):
         uniform(buf, a, b, seed=seed, stream=stream, offset=offset)
-    return _fill(tensor, draw, seed, stream, "uniform_")
+    return draw
 
 
 @_doc
@@ -159,12 +165,17 @@ def normal_(tensor, mean=0.0, std=1.0, generator=None, *, seed=None, stream=0):
 
     Example: ``ft.normal_(torch.empty(3, 5), 0.0, 0.02, seed=0)``
     """
+    return _fill(tensor, normal_draw(tensor, mean, std, generator), seed, stream, "normal_")
+
+
+def normal_draw(tensor, mean=0.0, std=1.0, generator=None):
+    """normal_'s checks, then its draw."""
     _check_generator(generator, "normal_")
     _check_tensor(tensor, "normal_")
 
     def draw(buf, offset, seed, stream):
         normal(buf, mean, std, seed=seed, stream=stream, offset=offset)
-    return _fill(tensor, draw, seed, stream, "normal_")
+    return draw
 
 
 @_doc
@@ -194,15 +205,22 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None, *,
 
     Example: ``ft.trunc_normal_(torch.empty(3, 5), std=0.02, a=-0.04, b=0.04, seed=0)``
     """
+    return _fill(tensor, trunc_normal_draw(tensor, mean, std, a, b, generator), seed, stream,
+                 "trunc_normal_")
+
+
+def trunc_normal_draw(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None, *,
+                      stacklevel=3):
+    """trunc_normal_'s checks and warning, then its draw."""
     _check_generator(generator, "trunc_normal_")
     _check_tensor(tensor, "trunc_normal_")
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
-                      "The distribution of values may be incorrect.", stacklevel=2)
+                      "The distribution of values may be incorrect.", stacklevel=stacklevel)
 
     def draw(buf, offset, seed, stream):
         truncated_normal(buf, mean, std, a, b, seed=seed, stream=stream, offset=offset)
-    return _fill(tensor, draw, seed, stream, "trunc_normal_")
+    return draw
 
 
 @_doc
@@ -227,11 +245,17 @@ def masked_uniform_(tensor, low, high, threshold, *, seed=None, stream=0):
 
     Example: ``ft.masked_uniform_(torch.empty(3, 5), -1, 1, 0.5, seed=0)``
     """
+    return _fill(tensor, masked_uniform_draw(tensor, low, high, threshold), seed, stream,
+                 "masked_uniform_")
+
+
+def masked_uniform_draw(tensor, low, high, threshold):
+    """masked_uniform_'s checks, then its draw."""
     _check_tensor(tensor, "masked_uniform_")
 
     def draw(buf, offset, seed, stream):
         masked_uniform(buf, low, high, threshold, seed=seed, stream=stream, offset=offset)
-    return _fill(tensor, draw, seed, stream, "masked_uniform_")
+    return draw
 
 
 @_doc
@@ -255,12 +279,17 @@ def constant_(tensor, val, *, seed=None, stream=0):
 
     Example: ``ft.constant_(torch.empty(3, 5), 0.3)``
     """
-    _check_tensor(tensor, "constant_")
     _contract.resolve_stream(seed, stream)
+    return _fill(tensor, constant_draw(tensor, val), 0, 0, "constant_")
+
+
+def constant_draw(tensor, val):
+    """constant_'s checks, then its draw (seed and stream unused)."""
+    _check_tensor(tensor, "constant_")
 
     def draw(buf, offset, seed, stream):
         constant(buf, val)
-    return _fill(tensor, draw, 0, 0, "constant_")
+    return draw
 
 
 def zeros_(tensor, *, seed=None, stream=0):
@@ -283,17 +312,26 @@ def ones_(tensor, *, seed=None, stream=0):
     return constant_(tensor, 1.0, seed=seed, stream=stream)
 
 
-def _xavier(tensor, gain, generator, seed, stream, fn, fill):
-    """The xavier twins: torch's checks, fans from the tensor's (global) shape."""
+def _xavier(tensor, gain, generator, fn, fill):
+    """The xavier twins' checks (fans from the tensor's global shape), then the draw;
+    None for a zero-element tensor (left as it is)."""
     _check_generator(generator, fn)
     _check_tensor(tensor, fn)
     fans_ = fans(tuple(tensor.shape))
     if tensor.numel() == 0:
-        return tensor
+        return None
 
     def draw(buf, offset, seed, stream):
         fill(buf, gain, fans=fans_, seed=seed, stream=stream, offset=offset)
-    return _fill(tensor, draw, seed, stream, fn)
+    return draw
+
+
+def xavier_uniform_draw(tensor, gain=1.0, generator=None):
+    return _xavier(tensor, gain, generator, "xavier_uniform_", xavier_uniform)
+
+
+def xavier_normal_draw(tensor, gain=1.0, generator=None):
+    return _xavier(tensor, gain, generator, "xavier_normal_", xavier_normal)
 
 
 @_doc
@@ -319,7 +357,8 @@ def xavier_uniform_(tensor, gain=1.0, generator=None, *, seed=None, stream=0):
 
     Example: ``ft.xavier_uniform_(torch.empty(3, 5), gain=ft.calculate_gain("relu"), seed=0)``
     """
-    return _xavier(tensor, gain, generator, seed, stream, "xavier_uniform_", xavier_uniform)
+    return _fill(tensor, xavier_uniform_draw(tensor, gain, generator), seed, stream,
+                 "xavier_uniform_")
 
 
 @_doc
@@ -331,16 +370,17 @@ def xavier_normal_(tensor, gain=1.0, generator=None, *, seed=None, stream=0):
 
     Example: ``ft.xavier_normal_(torch.empty(3, 5), seed=0)``
     """
-    return _xavier(tensor, gain, generator, seed, stream, "xavier_normal_", xavier_normal)
+    return _fill(tensor, xavier_normal_draw(tensor, gain, generator), seed, stream,
+                 "xavier_normal_")
 
 
-def _kaiming(tensor, a, mode, nonlinearity, generator, seed, stream, fn, fill):
-    """The kaiming twins: torch's checks and warning, then the fill."""
+def _kaiming(tensor, a, mode, nonlinearity, generator, fn, fill, stacklevel):
+    """The kaiming twins' checks and warning, then the draw (None: a no-op)."""
     _check_generator(generator, fn)
     _check_tensor(tensor, fn)
     if 0 in tensor.shape:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
-        return tensor
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=stacklevel)
+        return None
     mode = mode.lower()
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"Mode {mode} not supported, please use one of "
@@ -350,7 +390,19 @@ def _kaiming(tensor, a, mode, nonlinearity, generator, seed, stream, fn, fill):
 
     def draw(buf, offset, seed, stream):
         fill(buf, a, mode, nonlinearity, fans=fans_, seed=seed, stream=stream, offset=offset)
-    return _fill(tensor, draw, seed, stream, fn)
+    return draw
+
+
+def kaiming_uniform_draw(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu",
+                         generator=None, *, stacklevel=4):
+    return _kaiming(tensor, a, mode, nonlinearity, generator, "kaiming_uniform_",
+                    kaiming_uniform, stacklevel)
+
+
+def kaiming_normal_draw(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu",
+                        generator=None, *, stacklevel=4):
+    return _kaiming(tensor, a, mode, nonlinearity, generator, "kaiming_normal_",
+                    kaiming_normal, stacklevel)
 
 
 @_doc
@@ -382,8 +434,8 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gene
 
     Example: ``ft.kaiming_uniform_(torch.empty(3, 5), a=5 ** 0.5, seed=0)``
     """
-    return _kaiming(tensor, a, mode, nonlinearity, generator, seed, stream,
-                    "kaiming_uniform_", kaiming_uniform)
+    return _fill(tensor, kaiming_uniform_draw(tensor, a, mode, nonlinearity, generator),
+                 seed, stream, "kaiming_uniform_")
 
 
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None,
@@ -394,5 +446,15 @@ def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gener
 
     Example: ``ft.kaiming_normal_(torch.empty(3, 5), nonlinearity="relu", seed=0)``
     """
-    return _kaiming(tensor, a, mode, nonlinearity, generator, seed, stream,
-                    "kaiming_normal_", kaiming_normal)
+    return _fill(tensor, kaiming_normal_draw(tensor, a, mode, nonlinearity, generator),
+                 seed, stream, "kaiming_normal_")
+
+
+# Each twin's checks and draw, by name, without seed and stream: the redirect
+# (fastinit.torch.redirect) applies them to a parameter's positions.
+DRAWS = {
+    "uniform_": uniform_draw, "normal_": normal_draw, "trunc_normal_": trunc_normal_draw,
+    "constant_": constant_draw, "masked_uniform_": masked_uniform_draw,
+    "xavier_uniform_": xavier_uniform_draw, "xavier_normal_": xavier_normal_draw,
+    "kaiming_uniform_": kaiming_uniform_draw, "kaiming_normal_": kaiming_normal_draw,
+}
