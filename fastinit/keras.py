@@ -19,9 +19,9 @@ Distribution: the call takes Keras 3's optional ``layout`` (a
 passes under ``keras.distribution`` (``ModelParallel`` with a
 ``LayoutMap``) on the JAX backend. Each shard is then drawn on its own
 from its global offsets (``jax.make_array_from_callback``): the values are
-those of the undistributed call, and no full array is ever built. On the
-other backends a layout gets the whole array, distributed by
-``keras.distribution.distribute_tensor``.
+those of the undistributed call, and no full array is ever built. Keras's
+distribution API exists on the JAX backend only: a layout on another
+backend raises ValueError.
 
 Every class is registered as ``"fastinit>Name"``, so a ``.keras`` file that
 uses them reloads with its initializers once ``fastinit.keras`` is imported.
@@ -106,19 +106,21 @@ def _jax_sharding(layout):
     return layout
 
 
-def distributed(init, shape, dtype, layout, seed, stream):
-    """The ``shape`` array of ``init`` laid out by ``layout`` (see the module docstring).
+def layout_sharding(init, layout):
+    """The ``jax.sharding.Sharding`` of Keras ``layout``; a ValueError off the JAX backend
+    (Keras's distribution API exists on the JAX backend only)."""
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(f"{type(init).__name__}: a layout is only supported on the JAX "
+                         f"backend (Keras's distribution API), got layout={layout!r} on the "
+                         f"{backend} backend")
+    return _jax_sharding(layout)
 
-    On the JAX backend each shard is one block of the global array, drawn
-    from its global offsets; elsewhere the whole array is distributed.
-    """
-    if keras.backend.backend() != "jax":
-        out = empty(shape, dtype)
-        if out.size:
-            fill_tile(init, shape, (0,) * len(shape), out, seed=seed, stream=stream)
-        return keras.distribution.distribute_tensor(to_backend(out), layout)
+
+def distributed(init, shape, dtype, sharding, seed, stream):
+    """The ``shape`` array of ``init`` laid out by the JAX ``sharding``: each shard one
+    block of the global array, drawn from its global offsets (fastinit._blocks)."""
     import jax
-    sharding = _jax_sharding(layout)
 
     def shard(index):
         ranges = [range(*s.indices(n)) for s, n in zip(index, shape)]
@@ -150,13 +152,16 @@ class _Random(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None, layout=None):
         shape = _shape(shape)
         name = _float_dtype(dtype, type(self).__name__)
+        sharding = None if layout is None else layout_sharding(self, layout)
         if math.prod(shape) == 0:
-            return to_backend(empty(shape, name))
+            out = to_backend(empty(shape, name))
+            return out if sharding is None else keras.distribution.distribute_tensor(
+                out, sharding)
         seed, stream = self._seed_stream()
         if seed is None:                  # one stream of the process-wide generator per call
             seed, stream = _contract.take_stream()
-        if layout is not None:
-            return distributed(self, shape, name, layout, seed, stream)
+        if sharding is not None:
+            return distributed(self, shape, name, sharding, seed, stream)
         out = empty(shape, name)
         self.fill(out, seed=seed, stream=stream)
         return to_backend(out)
@@ -347,10 +352,11 @@ class Constant(keras.initializers.Initializer):
         if name not in _FLOATS:       # ints and bools: Keras's own way
             value = keras.ops.cast(self.value, dtype=name) * keras.ops.ones(shape, dtype=name)
             if layout is not None:
-                value = keras.distribution.distribute_tensor(value, layout)
+                value = keras.distribution.distribute_tensor(
+                    value, layout_sharding(self, layout))
             return value
-        if layout is not None and math.prod(shape):
-            return distributed(self, shape, name, layout, None, 0)
+        if layout is not None:
+            return distributed(self, shape, name, layout_sharding(self, layout), None, 0)
         out = empty(shape, name)
         public_fill(*self.draw(shape), out, seed=None, stream=0, offset=0)
         return to_backend(out)
@@ -403,4 +409,4 @@ class Ones(_Fixed):
 __all__ = ["RandomUniform", "RandomNormal", "TruncatedNormal", "VarianceScaling",
            "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
            "LecunNormal", "Constant", "Zeros", "Ones", "MaskedUniform", "compute_fans",
-           "to_backend", "distributed"]
+           "to_backend", "layout_sharding", "distributed"]

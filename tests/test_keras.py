@@ -215,6 +215,17 @@ def test_bad_arguments():
         fk.RandomUniform(1.0, -1.0, seed=1)((4,))
 
 
+@pytest.mark.skipif(BACKEND == "jax", reason="the JAX backend takes layouts "
+                    "(tests/test_keras_jax_distribution.py)")
+def test_layout_needs_the_jax_backend(global_generator):
+    from fastinit import _contract
+    before = dict(_contract._state)
+    for init in (fk.GlorotUniform(seed=1), fk.RandomNormal(), fk.Ones()):
+        with pytest.raises(ValueError, match=f"only supported on the JAX backend.*{BACKEND}"):
+            init((4, 4), layout=("model", None))
+    assert _contract._state == before          # no stream taken by the refused call
+
+
 # --- dtypes and the zero-copy handoff -----------------------------------------------
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_dtypes(dtype):
