@@ -194,6 +194,108 @@ def _scenarios_fsdp(rank, world):
         assert_bit_equal(model.l1.weight.full_tensor(), ref.l1.weight, "re-init")
 
 
+class OwnAttention(nn.Module):
+    """q, k and v drawn separately in the init code and assembled into one fused weight."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.wqkv = nn.Linear(d, 3 * d, bias=False)
+        self.wo = nn.Linear(d, d, bias=False)
+
+    def init_weights(self, std, depth):
+        d = self.wo.weight.shape[1]
+        q = torch.empty(d, d)
+        nn.init.trunc_normal_(q, std=std, a=-2 * std, b=2 * std)
+        k = torch.randn(d, d) * std
+        v = torch.empty(d, d).normal_(0.0, std)
+        with torch.no_grad():
+            self.wqkv.weight.copy_(torch.cat([q, k, v]))
+        nn.init.trunc_normal_(self.wo.weight, std=std / math.sqrt(2 * depth))
+
+
+class OwnBlock(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.norm = nn.RMSNorm(d)
+        self.attn = OwnAttention(d)
+        self.w1 = nn.Linear(d, 2 * d, bias=False)
+        self.w2 = nn.Linear(2 * d, d, bias=False)
+
+    def forward(self, h):
+        h = h + self.attn.wo(self.attn.wqkv(self.norm(h))[..., :h.shape[-1]])
+        return h + self.w2(torch.relu(self.w1(h)))
+
+
+class OwnLlama(nn.Module):
+    """A torchtitan-style model: its own init_weights() decides every value."""
+
+    def __init__(self, vocab=37, d=8, layers=2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.layers = nn.ModuleList([OwnBlock(d) for _ in range(layers)])
+        self.norm = nn.RMSNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.register_buffer("inv_freq", torch.empty(d // 2), persistent=False)
+
+    def init_weights(self):
+        d = self.embed.weight.shape[1]
+        nn.init.normal_(self.embed.weight)
+        for layer in self.layers:
+            nn.init.ones_(layer.norm.weight)
+            layer.attn.init_weights(0.02, len(self.layers))
+            nn.init.xavier_uniform_(layer.w1.weight)
+            nn.init.kaiming_normal_(layer.w2.weight, nonlinearity="relu")
+        nn.init.ones_(self.norm.weight)
+        std = d ** -0.5
+        nn.init.trunc_normal_(self.head.weight, std=std, a=-3 * std, b=3 * std)
+        with torch.no_grad():
+            self.inv_freq.copy_(1.0 / 10000 ** (torch.arange(0, d, 2).float() / d))
+
+    def forward(self, idx):
+        h = self.embed(idx)
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(self.norm(h))
+
+
+def _scenarios_own_init(rank, world):
+    """The model's own init code under the redirect, on FSDP2 shards: fully_shard on the
+    meta model then materialize, or fully_shard after to_empty then init_module; both
+    bit-equal to the single-process run, whatever torch's generator holds on each rank."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+    mesh = init_device_mesh("cpu", (world,))
+    ref = OwnLlama()
+    torch.manual_seed(7)
+    r = ft.init_module(ref, seed=33)
+    assert r.init == "OwnLlama.init_weights()" and not r.unmatched
+    for before in (True, False):
+        torch.manual_seed(1000 + rank)                  # torch's state differs per rank
+        with torch.device("meta"):
+            model = OwnLlama()
+        if before:
+            for layer in model.layers:
+                fully_shard(layer, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            rep = ft.materialize(model, "cpu", seed=33)
+        else:
+            model.to_empty(device="cpu")
+            for layer in model.layers:
+                fully_shard(layer, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            rep = ft.init_module(model, seed=33)
+        assert not rep.unmatched
+        with torch.no_grad():
+            for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+                assert isinstance(p, DTensor), name
+                assert_bit_equal(p.full_tensor(), q, f"own init ({before}) {name}")
+            assert_bit_equal(model.inv_freq, ref.inv_freq, "inv_freq")
+        idx = torch.tensor([[1, 7, 3], [10, 0, 2]])
+        with torch.no_grad():
+            torch.testing.assert_close(model(idx), ref(idx))
+
+
 def _worker(rank, world, port, names):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -216,11 +318,12 @@ def _spawn(world, names, monkeypatch):
 
 
 def test_dtensor_world_2(monkeypatch):
-    _spawn(2, ["_scenarios_1d", "_scenarios_fsdp"], monkeypatch)
+    _spawn(2, ["_scenarios_1d", "_scenarios_fsdp", "_scenarios_own_init"], monkeypatch)
 
 
 def test_dtensor_world_4(monkeypatch):
-    _spawn(4, ["_scenarios_1d", "_scenarios_2d", "_scenarios_fsdp"], monkeypatch)
+    _spawn(4, ["_scenarios_1d", "_scenarios_2d", "_scenarios_fsdp", "_scenarios_own_init"],
+           monkeypatch)
 
 
 def test_block_fill_without_processes(monkeypatch):

@@ -306,6 +306,18 @@ def run(module, report, items, *, init_label, init_fn, prefix, progress=None,
             rec.status = "unmatched"
             rec.rule = (f"not written by {init_label}, no rule matched" if init_fn
                         else "no rule matched")
+    if red is not None:                               # parameters the init code added
+        planned = {it.record.name for it in items}
+        for e in red.named.values():
+            if e.kind != "parameter" or e.name in planned:
+                continue
+            p = e.tensor
+            report.params.append(ParamRecord(
+                name=e.name, shape=tuple(p.shape), dtype=p.dtype,
+                rule=e.writes[-1] if e.covered else f"added by {init_label}, never written",
+                stream=e.stream if e.stream is not None else stream_for(prefix + e.name),
+                status="initialized" if e.covered else "unmatched", aliases=list(e.aliases),
+                history=list(e.writes)))
     return red
 
 

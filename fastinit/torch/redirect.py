@@ -72,7 +72,7 @@ def _wrappers():
 
 
 def _label(name, params):
-    shown = ", ".join(f"{k}={v!r}" for k, v in params.items()
+    shown = ", ".join(f"{k}={_value_text(v)}" for k, v in params.items()
                       if not (k == "generator" and v is None))
     return f"{name}({shown})"
 
@@ -403,10 +403,16 @@ class Redirect(TorchFunctionMode):
         init, fargs = self._init_frame()
         if init in ("orthogonal_", "sparse_"):
             target = fargs.get("tensor")
-            self._torch_draw(target if target is not None else t,
-                             _label(init, {k: v for k, v in fargs.items() if k != "tensor"}),
-                             f"no fastinit {init} yet")
-            return func(*args, **kwargs)
+            label = _label(init, {k: v for k, v in fargs.items() if k != "tensor"})
+            hit = self._resolve(target) if isinstance(target, torch.Tensor) else None
+            self.torch_draws.append(TorchDraw(hit[0].name if hit else "a temporary", label,
+                                              f"no fastinit {init} yet"))
+            out = func(*args, **kwargs)
+            if hit is not None and target is t:            # sparse_ draws in place
+                self._wrote(hit[0], t, hit[1], f"{label} [torch generator]")
+            else:                                          # orthogonal_ into a temporary
+                self._mark_temp(t, label)
+            return out
         if init in ("xavier_uniform_", "xavier_normal_", "kaiming_normal_") and \
                 fargs.get("tensor") is t:
             params = {k: v for k, v in fargs.items() if k != "tensor"}
@@ -611,6 +617,9 @@ class Redirect(TorchFunctionMode):
         e, geo = hit
         if e.protected:
             return None
+        same = self._resolve(x) if isinstance(x, torch.Tensor) else None
+        if same is not None and same[0] is e and same[1] is WHOLE:
+            return func(*args, **kwargs)          # its own memory back (``p.data *= m``)
         label = f".data = {self._provenance(x)}"
         if is_dtensor(t) and not is_dtensor(x) and tuple(x.shape) == tuple(t.shape):
             _copy_block(t, x)                              # keep the DTensor, copy its block
@@ -808,6 +817,8 @@ def _part_text(t, index):
 def _value_text(v):
     if isinstance(v, torch.Tensor):
         return f"tensor{tuple(v.shape)}"
+    if isinstance(v, torch.Generator):
+        return "torch.Generator"
     return repr(v)
 
 
