@@ -154,3 +154,83 @@ def test_defer_initializes_the_lazy_net_on_its_first_forward():
     assert bool((n[0].weight == 1).all()) and bool((n[2].bias == 0).all())
     assert torch.equal(y.detach(), torch.full((2, 1), 32.0))     # relu(4 * 1) summed x 8
     assert r.deferred == []
+
+
+# --- the chapter's own functions, through net.apply(...) under the redirect ---------------
+# The chapter's code with one change: ``type(module) == nn.LazyLinear`` (which matches
+# nothing once the net has run) becomes ``isinstance(module, nn.Linear)``, what it meant.
+def init_normal(module):
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0, std=0.01)
+        nn.init.zeros_(module.bias)
+
+
+def init_constant(module):
+    if isinstance(module, nn.Linear):
+        nn.init.constant_(module.weight, 1)
+        nn.init.zeros_(module.bias)
+
+
+def init_xavier(module):
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+
+
+def init_42(module):
+    if isinstance(module, nn.Linear):
+        nn.init.constant_(module.weight, 42)
+
+
+def my_init(module):
+    if isinstance(module, nn.Linear):
+        print("Init", *[(name, param.shape)
+                        for name, param in module.named_parameters()][0])
+        nn.init.uniform_(module.weight, -10, 10)
+        module.weight.data *= module.weight.data.abs() >= 5
+
+
+def twin(fn, shape, *args, name, **kw):
+    t = torch.empty(shape)
+    fn(t, *args, seed=SEED, stream=ft.stream_for(name), **kw)
+    return t
+
+
+def test_chapter_apply_under_redirect_equals_the_twins(net, capsys):
+    torch.manual_seed(0)
+    with ft.redirect(net, seed=SEED):
+        net.apply(init_normal)
+    for name, shape in (("0.weight", (8, 4)), ("2.weight", (1, 8))):
+        want = twin(ft.normal_, shape, 0.0, 0.01, name=name)
+        assert torch.equal(dict(net.named_parameters())[name].detach(), want)
+    assert all(bool((b == 0).all()) for b in biases(net))
+
+    with ft.redirect(net, seed=SEED):
+        net.apply(init_constant)
+    assert all(bool((w == 1).all()) for w in weights(net))
+
+    with ft.redirect(net, seed=SEED):
+        net[0].apply(init_xavier)
+        net[2].apply(init_42)
+    assert torch.equal(net[0].weight.detach(), twin(ft.xavier_uniform_, (8, 4), name="0.weight"))
+    assert bool((net[2].weight == 42).all())
+
+    with ft.redirect(net, seed=SEED) as run:
+        net.apply(my_init)
+    assert capsys.readouterr().out.splitlines() == [
+        "Init weight torch.Size([8, 4])", "Init weight torch.Size([1, 8])"]
+    for name, shape in (("0.weight", (8, 4)), ("2.weight", (1, 8))):
+        want = twin(ft.masked_uniform_, shape, -10, 10, 5, name=name)
+        assert torch.equal(dict(net.named_parameters())[name].detach(), want)
+        assert run.named[name].writes == ["my_init: uniform_(a=-10, b=10)"]
+
+
+def test_chapter_apply_under_redirect_ignores_torch_seed():
+    a, b = lazy_net(), lazy_net()
+    X = torch.rand(size=(2, 4))
+    a(X), b(X)
+    for n, s in ((a, 1), (b, 2)):
+        torch.manual_seed(s)
+        with ft.redirect(n, seed=SEED):
+            n.apply(my_init)
+    for p, q in zip(weights(a), weights(b)):        # my_init writes the weights only
+        assert torch.equal(p, q)
