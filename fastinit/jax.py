@@ -12,15 +12,16 @@ The key: ``jax.random.key_data(key)`` gives its uint32 words. Two words
 words (rbg, unsafe_rbg) give ``seed = w0 | w1 << 32``,
 ``stream = w2 | w3 << 32``. So ``jax.random.key(s)`` for ``0 <= s < 2**32``
 is (seed 0, stream s), and ``jax.random.split`` keys pick other streams.
-Under ``jax.jit`` or ``jax.vmap`` (the key is traced) the fill runs on the
-host through ``jax.pure_callback``, with the same values.
 
-``sharded(init, shape, sharding, seed=...)`` builds a sharded ``jax.Array``
-whose every shard is drawn directly from its global element indices: it
-equals, bit for bit, the same slice of the unsharded array.
+Under ``jax.jit`` or ``jax.vmap`` (the key is traced) the fill is an XLA FFI
+call on the CPU, partitioned so that under any ``out_shardings`` or sharding
+constraint each device fills only its own tile, from the tile's global
+offsets, straight into XLA's buffer (see the section "inside jit" below and
+docs/keras_jax.md). Eagerly, ``sharded(init, shape, sharding, seed=...)``
+builds a sharded ``jax.Array`` the same way. Either way every shard equals,
+bit for bit, the same slice of the unsharded array.
 """
 
-import itertools
 import math
 import numbers
 import threading
@@ -270,10 +271,9 @@ he_normal = kaiming_normal = _preset(2.0, "fan_in", "truncated_normal",
 
 
 # --- blocks of the global array ---------------------------------------------------
-def _check_dims(shape, what="shape"):
-    for d in shape:
-        if d < 0:
-            raise ValueError(f"{what} {shape} has a negative dimension")
+def _check_dims(shape):
+    if any(d < 0 for d in shape):
+        raise ValueError(f"shape {shape} has a negative dimension")
 
 
 def fill_block(init, shape, index, dtype, *, seed, stream=0):
