@@ -9,9 +9,9 @@ and ``to_torch`` (``handoff``). docs/torch.md describes them.
 
 from .._contract import stream_for
 from .handoff import to_torch
-from .meta import materialize
+from .meta import UnsetBuffersError, materialize
 from .module import InitReport, ParamRecord, UnmatchedParametersError, init_module
-from .redirect import Redirect, UnsetBuffersError, redirect
+from .redirect import Redirect, redirect
 from .twins import (calculate_gain, constant_, kaiming_normal_, kaiming_uniform_,
                     masked_uniform_, normal_, ones_, trunc_normal_, uniform_, xavier_normal_,
                     xavier_uniform_, zeros_)

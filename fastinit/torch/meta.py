@@ -16,7 +16,14 @@ import torch
 from .. import _progress
 from .module import (buffer_actions, plan, reset_buffers, resolve_init, run,
                      unmatched_error, unruled)
-from .redirect import UnsetBuffersError
+
+
+class UnsetBuffersError(ValueError):
+    """materialize found buffers that nothing set; ``.report`` lists everything."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
 
 
 def _ties(module):

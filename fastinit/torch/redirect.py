@@ -15,19 +15,18 @@ import inspect
 import sys
 import warnings
 import weakref
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode, handle_torch_function, has_torch_function_unary
 
-from .. import _contract
 from .._contract import stream_for
 from . import twins
-from .dtensor import basic_index, is_dtensor, local_block, positions_of, write_positions
+from .dtensor import basic_index, is_dtensor, positions_of
+from .tracking import (WHOLE, TorchDraw, Tracker, copy_block, geo_key, hashable,
+                       index_text, is_dview, label_of, value_text, values_of)
 from .twins import FLOAT_DTYPES
-from .views import bump_version, overlap_error
 
 _T = torch.Tensor
 _INIT = torch.nn.init
@@ -42,10 +41,7 @@ EMPTY_FUNCS = (torch.empty, torch.empty_like, torch.empty_strided, _T.new_empty,
 OTHER_RANDOM = (_T.random_, _T.bernoulli_, _T.exponential_, _T.geometric_, _T.log_normal_,
                 _T.cauchy_, torch.randint, torch.randint_like, torch.randperm, torch.bernoulli,
                 torch.multinomial, torch.poisson, _T.bernoulli, _T.multinomial)
-WHOLE = "whole"
-_SKIP_SCOPE = ("torch.nn.init", "torch.overrides", "transformers.initialization")
 _DATA_SET = torch._C.TensorBase.data.__set__
-_SCOPE_DEPTH = 64              # frames searched for the module whose init code is running
 
 
 def _originals():
@@ -71,46 +67,7 @@ def _wrappers():
             if callable(getattr(hf, name, None))}
 
 
-def _label(name, params):
-    shown = ", ".join(f"{k}={_value_text(v)}" for k, v in params.items()
-                      if not (k == "generator" and v is None))
-    return f"{name}({shown})"
-
-
-class UnsetBuffersError(ValueError):
-    """materialize found buffers that nothing set; ``.report`` lists everything."""
-
-    def __init__(self, message, report):
-        super().__init__(message)
-        self.report = report
-
-
-@dataclass
-class Named:
-    """A parameter or buffer of the model, as the redirect tracks it."""
-    name: str                       # qualified name (the first one, for tied tensors)
-    kind: str                       # "parameter" or "buffer"
-    tensor: object
-    aliases: list = field(default_factory=list)
-    writes: list = field(default_factory=list)     # labels, in order
-    skipped: list = field(default_factory=list)    # writes skipped (through a tied name)
-    stream: int = None              # stream of the last random fill
-    covered: bool = False           # a write (or writes) covered every element
-    moved: bool = False             # now another object or storage than at the start
-    mask: object = None             # positions written so far, while partially written
-    repeats: dict = field(default_factory=dict)
-    protected: bool = False         # a rule keeps it: every write is skipped
-
-
-@dataclass
-class TorchDraw:
-    """A draw left to torch's generator (reported, and named in one warning)."""
-    target: str
-    label: str
-    reason: str
-
-
-class Redirect(TorchFunctionMode):
+class Redirect(Tracker, TorchFunctionMode):
     """The mode behind :func:`redirect`; use it as a context manager.
 
     After the block: ``.named`` ({name: Named}), ``.torch_draws``,
@@ -119,32 +76,17 @@ class Redirect(TorchFunctionMode):
 
     def __init__(self, module, seed=None, *, prefix="", protect=(), progress=None,
                  on_torch_draw="warn"):
-        super().__init__()
         if not isinstance(module, nn.Module):
             raise TypeError(f"redirect: expected an nn.Module, got {type(module).__name__}")
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
         if on_torch_draw not in ("warn", "ignore"):
             raise ValueError(f"on_torch_draw must be 'warn' or 'ignore', got {on_torch_draw!r}")
-        self.module = module
-        self.seed = _contract.initial_seed() if seed is None else _contract.check_u64("seed",
-                                                                                      seed)
-        self.prefix = prefix
+        TorchFunctionMode.__init__(self)
+        Tracker.__init__(self, module, seed, prefix, protect, progress)
         self.on_torch_draw = on_torch_draw
-        self._protect = set(protect)
-        self._progress = progress
-        self.named = {}
-        self.log = []
-        self.torch_draws = []
-        self._temps = {}            # storage ptr -> [StorageWeakRef, label or None (garbage)]
-        self._dviews = {}           # id(view of a DTensor entry) -> (weakref, Named, positions)
-        self._tmp_count = {}
-        self._dirty = True
         self._hooks = []
         self._saved_trunc = None
-        self._reindex()
-        for e in self.named.values():
-            e.protected = e.name in self._protect
 
     # --- entering and leaving ---------------------------------------------------------
     def __enter__(self):
@@ -216,147 +158,6 @@ class Redirect(TorchFunctionMode):
                               f"from torch's generator, not fastinit's stream: {shown}{more}",
                               stacklevel=2)
 
-    def _on_registration(self, *args):
-        self._dirty = True
-
-    # --- names ------------------------------------------------------------------------
-    def _reindex(self):
-        """Map the model's parameters and buffers (by object and by storage)."""
-        old = self.named
-        named, by_id, by_ptr, mods = {}, {}, {}, {}
-        for mname, mod in self.module.named_modules(remove_duplicate=False):
-            mods.setdefault(id(mod), mname)
-        for kind, items in (("parameter", self.module.named_parameters(remove_duplicate=False)),
-                            ("buffer", self.module.named_buffers(remove_duplicate=False))):
-            for name, t in items:
-                e = by_id.get(id(t))
-                if e is not None:
-                    if name != e.name and name not in e.aliases:
-                        e.aliases.append(name)
-                    continue
-                e = old.get(name)
-                if e is None or e.kind != kind:
-                    e = Named(name, kind, t, protected=name in self._protect)
-                    e.moved = bool(old)                # registered during the run
-                elif e.tensor is not t:
-                    e.tensor, e.moved, e.covered, e.mask = t, True, False, None
-                e.aliases = []
-                named[name] = e
-                by_id[id(t)] = e
-                key = _storage_key(t)
-                if key is not None:
-                    by_ptr.setdefault(key, []).append(e)
-        self.named, self._by_id, self._by_ptr, self._mods = named, by_id, by_ptr, mods
-        self._dirty = False
-
-    def _resolve(self, t):
-        """(Named, WHOLE or the view's geometry) for a tensor that is a model tensor or a
-        view of one; None for anything else (a temporary, or a meta tensor)."""
-        if self._dirty:
-            self._reindex()
-        e = self._by_id.get(id(t))
-        if e is not None and e.tensor is t:
-            return e, WHOLE
-        if not isinstance(t, torch.Tensor):
-            return None
-        dv = self._dviews.get(id(t))
-        if dv is not None and dv[0]() is t:
-            return dv[1], ("dview", dv[2])
-        key = _storage_key(t)
-        if key is None:
-            return None
-        cands = self._by_ptr.get(key)
-        if not cands:
-            return None
-        dt = is_dtensor(t)
-        for e in cands:
-            p = e.tensor
-            if dt:
-                if (tuple(t.shape) == tuple(p.shape) and _geometry(t._local_tensor)
-                        == _geometry(p._local_tensor)):
-                    return e, WHOLE
-                continue
-            if is_dtensor(p) or t.dtype != p.dtype:
-                continue
-            if _geometry(t) == _geometry(p):
-                return e, WHOLE
-            lo, hi = _span(t)
-            plo, phi = _span(p)
-            if plo <= lo and hi <= phi:
-                if (p.is_contiguous() and t.is_contiguous() and t.numel() == p.numel()
-                        and lo == plo):
-                    return e, WHOLE
-                return e, _geometry(t)
-        return None
-
-    def _scope(self):
-        """(qualified name, code) of the module whose init code is running: the innermost
-        frame outside fastinit, torch.nn.init and transformers' init wrappers with a
-        local that is one of the model's modules (the deepest one, when a frame holds
-        several); ("", None) when none is found."""
-        if self._dirty:
-            self._reindex()
-        f = sys._getframe(2)
-        for _ in range(_SCOPE_DEPTH):
-            if f is None:
-                break
-            if f.f_globals.get("__name__", "") not in _SKIP_SCOPE and \
-                    not f.f_globals.get("__name__", "").startswith("fastinit."):
-                names = [self._mods[id(v)] for v in f.f_locals.values()
-                         if isinstance(v, nn.Module) and id(v) in self._mods]
-                if names:
-                    return (max(names, key=lambda n: (n.count(".") + bool(n), len(n))),
-                            getattr(f.f_code, "co_qualname", f.f_code.co_name))
-            f = f.f_back
-        return "", None
-
-    def _through_alias(self, e, label):
-        """Whether this write to the tied tensor ``e`` comes from the code of a module that
-        holds only another name of it (``lm_head`` for ``lm_head.weight`` tied to
-        ``embed.weight``): such writes are skipped, so the tensor gets what the code of
-        its first name's module writes, as when ties are made after the init."""
-        if not e.aliases:
-            return False
-        scope = self._scope()[0]
-        best, best_len = None, -1
-        for n in [e.name] + e.aliases:
-            owner = n.rpartition(".")[0]
-            if (owner == "" or scope == owner or scope.startswith(owner + ".")) and \
-                    len(owner) > best_len:
-                best, best_len = n, len(owner)
-        if best is None or best == e.name:
-            return False
-        e.skipped.append(f"through {best}: {label}")
-        self.log.append((e.name, f"skipped through {best}: {label}", None))
-        return True
-
-    def _temp_stream(self):
-        scope = self._scope()[0]
-        k = self._tmp_count.get(scope, 0)
-        self._tmp_count[scope] = k + 1
-        name = f"{scope}#tmp{k}"
-        return name, stream_for(self.prefix + name)
-
-    def _init_frame(self, depth=3):
-        """(name, {argument: value}) of the torch.nn.init (or transformers) function
-        that made this call, looking ``depth`` frames past fastinit's and the
-        dispatcher's; (None, None) if none."""
-        f = sys._getframe(1)
-        while f is not None and (f.f_globals.get("__name__", "").startswith("fastinit.")
-                                 or f.f_globals.get("__name__") == "torch.overrides"):
-            f = f.f_back
-        for _ in range(depth):
-            if f is None:
-                break
-            name = self._codes.get(f.f_code)
-            if name is not None:
-                co = f.f_code
-                names = co.co_varnames[:co.co_argcount + co.co_kwonlyargcount]
-                loc = f.f_locals
-                return name, {n: loc[n] for n in names if n in loc}
-            f = f.f_back
-        return None, None
-
     # --- the mode -----------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -403,7 +204,7 @@ class Redirect(TorchFunctionMode):
         init, fargs = self._init_frame()
         if init in ("orthogonal_", "sparse_"):
             target = fargs.get("tensor")
-            label = _label(init, {k: v for k, v in fargs.items() if k != "tensor"})
+            label = label_of(init, {k: v for k, v in fargs.items() if k != "tensor"})
             hit = self._resolve(target) if isinstance(target, torch.Tensor) else None
             self.torch_draws.append(TorchDraw(hit[0].name if hit else "a temporary", label,
                                               f"no fastinit {init} yet"))
@@ -452,7 +253,7 @@ class Redirect(TorchFunctionMode):
     def _random(self, t, name, params, passthrough, shown=None, done=False):
         """Fill ``t`` as the twin ``name`` with ``params`` would (``passthrough`` runs
         torch's own call when the draw must stay with torch)."""
-        label = _label(shown or name, params)
+        label = label_of(shown or name, params)
         hit = self._resolve(t)
         if hit is not None and hit[0].protected:
             return t
@@ -474,13 +275,13 @@ class Redirect(TorchFunctionMode):
         e, geo = hit
         if self._through_alias(e, label):
             return t
-        key = (name, tuple((k, _hashable(v)) for k, v in params.items()),
-               _geo_key(geo))
+        key = (name, tuple((k, hashable(v)) for k, v in params.items()),
+               geo_key(geo))
         j = e.repeats.get(key, 0)
         e.repeats[key] = j + 1
         sname = e.name if j == 0 else f"{e.name}#{j}"
         stream = stream_for(self.prefix + sname)
-        if _is_dview(geo):
+        if is_dview(geo):
             self._dview_random(e, geo, draw, stream, t)
         elif geo is WHOLE or is_dtensor(t) or not e.tensor.is_contiguous():
             twins._fill(t, draw, self.seed, stream, name)
@@ -489,36 +290,6 @@ class Redirect(TorchFunctionMode):
         e.stream = stream
         self._wrote(e, t, geo, label + (f" [stream of {sname!r}]" if j else ""))
         return t
-
-    def _dview_random(self, e, geo, draw, stream, t):
-        pos = geo[1].reshape(-1)
-
-        def values(sel):
-            p = pos[sel]
-            lo = int(p.min())
-            tmp = torch.empty(int(p.max()) - lo + 1, dtype=t.dtype)
-            draw(tmp, lo, self.seed, stream)
-            return tmp[p - lo]
-        self._dview_write(e, geo, values)
-
-    def _fill_positions(self, t, e, draw, stream):
-        """Fill the view ``t`` of the contiguous ``e.tensor`` with the values of its
-        positions in the parameter (element offsets from the parameter's first)."""
-        if t.numel() == 0 or t.is_meta:
-            return
-        base = t.storage_offset() - e.tensor.storage_offset()
-        v = t.detach()
-        if v.is_contiguous():
-            draw(v, base, self.seed, stream)
-        else:
-            err = overlap_error(v)
-            if err is not None:
-                raise ValueError(f"fastinit.torch.redirect: {e.name}: {err}")
-            span = _span(v)[1] - _span(v)[0]
-            tmp = torch.empty(span, dtype=v.dtype, device=v.device)
-            draw(tmp, base, self.seed, stream)
-            v.copy_(tmp.as_strided(v.shape, v.stride(), 0))
-        bump_version(t)
 
     def _on_torch_only(self, name, func, args, kwargs):
         return func(*args, **kwargs)          # its inner draws and writes are caught one by one
@@ -549,11 +320,11 @@ class Redirect(TorchFunctionMode):
                 return f"copy_({self._provenance(args[1])})"
             shown = {k: v for k, v in fargs.items() if k != "tensor"}
             tag = " [torch generator]" if init in ("orthogonal_", "sparse_") else ""
-            return _label(init, shown) + tag
+            return label_of(init, shown) + tag
         if op == "fill_":
             return f"fill_({args[1]!r})" if len(args) > 1 else "fill_"
         if op == "__setitem__":
-            return f"[{_index_text(args[1])}] = {_value_text(args[2])}"
+            return f"[{index_text(args[1])}] = {value_text(args[2])}"
         if op == "copy_":
             return f"copy_({self._provenance(args[1])})"
         return f"{op}()"
@@ -572,12 +343,12 @@ class Redirect(TorchFunctionMode):
             return None if op == "__setitem__" else t
         if op == "copy_" and is_dtensor(t) and geo is WHOLE and isinstance(args[1], torch.Tensor) \
                 and not is_dtensor(args[1]) and tuple(args[1].shape) == tuple(t.shape):
-            _copy_block(t, args[1])                        # each rank copies its block
+            copy_block(t, args[1])                        # each rank copies its block
             self._wrote(e, t, geo, label)
             return t
         out = func(*args, **kwargs)
-        if _is_dview(geo) and op in ("fill_", "zero_", "copy_"):
-            self._dview_write(e, geo, _values_of(op, args, geo[1]))
+        if is_dview(geo) and op in ("fill_", "zero_", "copy_"):
+            self._dview_write(e, geo, values_of(op, args, geo[1]))
         self._wrote(e, t, geo, label, index=args[1] if op == "__setitem__" else None)
         return out
 
@@ -596,12 +367,12 @@ class Redirect(TorchFunctionMode):
             params = dict(bound.arguments)
             t = params.pop("tensor")
         hit = self._resolve(t) if isinstance(t, torch.Tensor) else None
-        label = _label(name, params)
+        label = label_of(name, params)
         if hit is not None and (hit[0].protected or self._through_alias(hit[0], label)):
             return t
         out = func(*args, **kwargs)
         if hit is not None:
-            if _is_dview(hit[1]) and name in ("constant_", "ones_", "zeros_"):
+            if is_dview(hit[1]) and name in ("constant_", "ones_", "zeros_"):
                 val = {"ones_": 1.0, "zeros_": 0.0}.get(name, params.get("val"))
                 self._dview_write(hit[0], hit[1], lambda sel: val)
             self._wrote(hit[0], t, hit[1], label)
@@ -622,7 +393,7 @@ class Redirect(TorchFunctionMode):
             return func(*args, **kwargs)          # its own memory back (``p.data *= m``)
         label = f".data = {self._provenance(x)}"
         if is_dtensor(t) and not is_dtensor(x) and tuple(x.shape) == tuple(t.shape):
-            _copy_block(t, x)                              # keep the DTensor, copy its block
+            copy_block(t, x)                              # keep the DTensor, copy its block
             self._wrote(e, t, WHOLE, label)
             return None
         garbage = self._is_garbage(x)
@@ -643,7 +414,7 @@ class Redirect(TorchFunctionMode):
             return out
         res = func(*args, **kwargs)
         init, fargs = self._init_frame()
-        label = (_label(init, {k: v for k, v in fargs.items() if k != "tensor"}) if init
+        label = (label_of(init, {k: v for k, v in fargs.items() if k != "tensor"}) if init
                  else f"{getattr(func, '__name__', func)}(out=)")
         for o, h in hits:
             if h is not None:
@@ -666,10 +437,6 @@ class Redirect(TorchFunctionMode):
                                          positions_of(tuple(t.shape), args[1]))
         return out
 
-    def _dview_write(self, e, geo, values):
-        with torch.no_grad():
-            write_positions(e.tensor, geo[1], values)
-
     def _on_empty(self, name, func, args, kwargs):
         out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor) and not out.is_meta and not is_dtensor(out):
@@ -679,180 +446,6 @@ class Redirect(TorchFunctionMode):
         return out
 
     # bookkeeping ----------------------------------------------------------------------------
-    def _wrote(self, e, t, geo, label, index=None):
-        if geo is not WHOLE or index is not None:
-            label += f" (on {_part_text(t, index)})"
-        where = self._scope()[1]
-        if where:
-            label = f"{where}: {label}"
-        e.writes.append(label)
-        self.log.append((e.name, label, e.stream))
-        if e.covered:
-            return
-        if geo is WHOLE and index is None:
-            e.covered, e.mask = True, None
-        elif is_dtensor(e.tensor) or e.tensor.is_meta:
-            return                                      # partial writes of a DTensor: not tracked
-        else:
-            p = e.tensor
-            if e.mask is None:
-                e.mask = torch.zeros(_span(p)[1] - _span(p)[0], dtype=torch.bool)
-            g = _geometry(t) if geo is WHOLE else geo
-            view = e.mask.as_strided(g[1], g[2], g[0] - p.storage_offset())
-            if index is None:
-                view.fill_(True)
-            else:
-                try:
-                    view[index] = True
-                except Exception:                       # an index only torch's own tensor takes
-                    view.fill_(True)
-            if bool(e.mask.as_strided(p.shape, p.stride(), 0).all()):
-                e.covered, e.mask = True, None
-        if e.covered and self._progress is not None and e.kind == "parameter":
-            self._progress(p_numel(e.tensor))
-
-    def _mark_temp(self, t, label):
-        if t.is_meta or is_dtensor(t):
-            return
-        st = t.untyped_storage()
-        ptr = st.data_ptr()
-        if ptr:
-            rec = self._temps.get(ptr)
-            if rec is not None and not rec[0].expired():
-                rec[1] = label
-            else:
-                self._temps[ptr] = [StorageWeakRef(st), label]
-
-    def _temp_record(self, x):
-        if not isinstance(x, torch.Tensor) or x.is_meta or is_dtensor(x):
-            return None
-        rec = self._temps.get(x.untyped_storage().data_ptr())
-        if rec is None or rec[0].expired():
-            return None
-        return rec
-
-    def _is_garbage(self, x):
-        rec = self._temp_record(x)
-        return rec is not None and rec[1] is None
-
-    def _provenance(self, x):
-        if not isinstance(x, torch.Tensor):
-            return repr(x)
-        hit = self._resolve(x)
-        if hit is not None:
-            return hit[0].name
-        rec = self._temp_record(x)
-        if rec is not None:
-            return rec[1] or "torch.empty"
-        return f"a tensor {tuple(x.shape)}"
-
-    def _finish_moved(self):
-        """Tensors that are other objects than at the start (``module.w = nn.Parameter(..)``
-        in the init code) count as set unless their storage is fresh ``torch.empty``
-        memory nothing wrote."""
-        for e in self.named.values():
-            if e.moved and not e.covered and not e.tensor.is_meta:
-                if not self._is_garbage(e.tensor):
-                    e.covered = True
-                    e.writes.append(f"created by the init code ({self._provenance(e.tensor)})")
-
-    def unset(self, kind="parameter"):
-        """Names of the parameters (or buffers) the run did not set."""
-        return [e.name for e in self.named.values() if e.kind == kind and not e.covered]
-
-
-def p_numel(t):
-    return t.numel()
-
-
-def _is_dview(geo):
-    return isinstance(geo, tuple) and len(geo) == 2 and geo[0] == "dview"
-
-
-def _geo_key(geo):
-    if _is_dview(geo):
-        p = geo[1].reshape(-1)
-        return ("dview", tuple(geo[1].shape), int(p[0]) if p.numel() else 0,
-                int(p[-1]) if p.numel() else 0)
-    return geo
-
-
-def _values_of(op, args, pos):
-    """values(sel) for a fill_/zero_/copy_ into a DTensor view with positions ``pos``."""
-    if op == "zero_":
-        return lambda sel: 0.0
-    src = args[1]
-    if op == "fill_":
-        return lambda sel: src.item() if isinstance(src, torch.Tensor) else src
-    if is_dtensor(src):
-        src = src.full_tensor()
-    return lambda sel: src.expand(pos.shape).reshape(-1)[sel]
-
-
-def _hashable(v):
-    try:
-        hash(v)
-        return v
-    except TypeError:
-        return repr(v)
-
-
-def _index_text(idx):
-    if isinstance(idx, tuple):
-        return ", ".join(_index_text(i) for i in idx)
-    if isinstance(idx, slice):
-        return ":".join("" if v is None else str(v) for v in (idx.start, idx.stop)) + (
-            f":{idx.step}" if idx.step is not None else "")
-    if isinstance(idx, torch.Tensor):
-        return f"tensor{tuple(idx.shape)}"
-    return repr(idx)
-
-
-def _part_text(t, index):
-    if index is not None:
-        return f"[{_index_text(index)}]"
-    return f"a view of {t.numel()} element(s)"
-
-
-def _value_text(v):
-    if isinstance(v, torch.Tensor):
-        return f"tensor{tuple(v.shape)}"
-    if isinstance(v, torch.Generator):
-        return "torch.Generator"
-    return repr(v)
-
-
-def _storage_key(t):
-    if is_dtensor(t):
-        t = t._local_tensor
-    if t.is_meta or twins.is_uninitialized(t):
-        return None
-    try:
-        ptr = t.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
-        return None
-    return ptr or None
-
-
-def _geometry(t):
-    return (t.storage_offset(), tuple(t.shape), tuple(t.stride()))
-
-
-def _span(t):
-    """[first, last + 1) storage offsets of ``t``'s elements."""
-    lo = t.storage_offset()
-    if t.numel() == 0:
-        return lo, lo
-    return lo, lo + 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
-
-
-def _copy_block(d, src):
-    """Copy this rank's block of the full tensor ``src`` into DTensor ``d``."""
-    local, starts, lshape = local_block(d)
-    sl = tuple(slice(s, s + n) for s, n in zip(starts, lshape))
-    with torch.no_grad():
-        local.detach().copy_(src[sl])
-    bump_version(d)
 
 
 def _clear_hf_flags(module):
