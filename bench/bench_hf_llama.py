@@ -10,6 +10,9 @@ from Numba's cache inside the timed call), alternating the two sides:
 
 Prints the medians, every run, and the peak RSS growth against the model's
 size. About 200M parameters by default (hidden 1024, 12 layers, vocab 32000).
+A second table ("kernels loaded") repeats it with one tiny untimed fill
+first in each child (fastinit's kernels loaded, torch's generator used
+once), to separate Numba's one-time start-up from the per-model cost.
 
     python bench/bench_hf_llama.py --runs 5
     python bench/bench_hf_llama.py --runs 3 --hidden 512 --layers 4    # a quick run
@@ -46,6 +49,11 @@ def child(args):
         model = tr.LlamaForCausalLM(config(args))
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     n = sum(p.numel() for p in model.parameters())
+    if args.warm:
+        if args.child == "fastinit":
+            ft.normal_(torch.empty(16), seed=0)
+        else:
+            torch.empty(16).normal_()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
     if args.child == "fastinit":
@@ -69,7 +77,9 @@ def main(argv=None):
     p.add_argument("--intermediate", type=int, default=0, help="default 2.75 x hidden")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads in each child (Numba uses its own default)")
+    p.add_argument("--skip-warm", action="store_true", help="no 'kernels loaded' table")
     p.add_argument("--child", choices=("fastinit", "transformers"), help=argparse.SUPPRESS)
+    p.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
@@ -83,19 +93,24 @@ def main(argv=None):
     base = [sys.executable, os.path.abspath(__file__), "--hidden", str(args.hidden),
             "--layers", str(args.layers), "--vocab", str(args.vocab), "--intermediate",
             str(args.intermediate), "--threads", str(args.threads)]
-    res = {"fastinit": [], "transformers": []}
-    for _ in range(args.runs):
-        for side in ("fastinit", "transformers"):
-            out = subprocess.run(base + ["--child", side], capture_output=True, text=True,
-                                 check=True)
-            res[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for warm in (False,) if args.skip_warm else (False, True):
+        res = {"fastinit": [], "transformers": []}
+        for _ in range(args.runs):
+            for side in ("fastinit", "transformers"):
+                out = subprocess.run(base + ["--child", side] + (["--warm"] if warm else []),
+                                     capture_output=True, text=True, check=True)
+                res[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        report(args, res, "kernels loaded first" if warm else "fresh processes")
+
+
+def report(args, res, how):
     first = res["fastinit"][0]
     print(f"model: LlamaForCausalLM, {first['params'] / 1e6:.1f} M parameters, float32, "
           f"{first['size'] / 1e9:.2f} GB; hidden {args.hidden}, {args.layers} layers, vocab "
-          f"{args.vocab}")
+          f"{args.vocab}; {how}")
     tf = statistics.median(r["seconds"] for r in res["fastinit"])
     tt = statistics.median(r["seconds"] for r in res["transformers"])
-    print(f"  (median of {args.runs}, fresh processes)   fastinit  transformers   ratio")
+    print(f"  (median of {args.runs})                       fastinit  transformers   ratio")
     print(f"  meta -> CPU, the model's own init  {tf:8.2f} s {tt:10.2f} s {tt / tf:7.2f} x"
           f"   (materialize vs to_empty + init_weights())")
     print("  every run (s): fastinit " + " ".join(f"{r['seconds']:.2f}" for r in res["fastinit"])
