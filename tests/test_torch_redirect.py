@@ -301,13 +301,16 @@ def test_protected_parameters_keep_their_values_and_rules_win():
             nn.init.normal_(lin.weight)
             with torch.no_grad():
                 lin.weight.mul_(0.5)                   # in place on a kept parameter too
+                lin.weight[0, 0] = 7.0                 # and written through an index
             nn.init.zeros_(lin.bias)
     r = ft.init_module(m, {"0.weight": None, "1.bias": ("constant", 3.0)}, init=init,
                        seed=SEED)
     assert torch.equal(m[0].weight.detach(), keep)
     assert r["0.weight"].status == "kept"
     assert bool((m[1].bias == 3).all()) and r["1.bias"].rule == "rule '1.bias': constant_(3.0)"
-    assert same_bits(m[1].weight, twin(ft.normal_, (2, 4), name="1.weight") * 0.5)
+    want = twin(ft.normal_, (2, 4), name="1.weight") * 0.5
+    want[0, 0] = 7.0
+    assert same_bits(m[1].weight, want)
 
 
 def test_rules_that_match_nothing_are_errors():
@@ -326,7 +329,7 @@ def test_rules_that_match_nothing_are_errors():
         ft.init_module(net, {"*.weights": "zeros"}, seed=SEED, on_unused_rule="warn")
 
 
-def test_plain_torch_ties_stay_tied_and_are_allocated_once():
+def test_plain_torch_ties_stay_tied_and_are_allocated_once(monkeypatch):
     class LM(nn.Module):
         def __init__(self):
             super().__init__()
@@ -336,7 +339,16 @@ def test_plain_torch_ties_stay_tied_and_are_allocated_once():
             self.head.weight = self.embed.weight
     with torch.device("meta"):
         m = LM()
+    allocated = []
+    empty_like = torch.empty_like
+
+    def counting(t, *args, **kw):                   # to_empty allocates through empty_like
+        allocated.append(tuple(t.shape))
+        return empty_like(t, *args, **kw)
+    monkeypatch.setattr(torch, "empty_like", counting)
     r = ft.materialize(m, seed=SEED)
+    monkeypatch.undo()
+    assert allocated.count((20, 8)) == 1            # the tied weight: once
     assert m.head.weight is m.embed.weight
     assert m.head.weight.data_ptr() == m.embed.weight.data_ptr()
     assert r["embed.weight"].aliases == ["head.weight"]
