@@ -12,16 +12,24 @@
    and against torch.nn.init (medians of --repeat runs).
 3. A non-contiguous view (``w.t()``): a scratch filled band by band and a strided copy.
 
+With ``--fresh N`` part 1 runs instead as N rounds of two fresh processes
+(fastinit's materialize, then torch's to_empty + reset_parameters), each
+timing one call with nothing warmed up (fastinit's kernels load inside it).
+
     python bench/bench_torch_model.py                  # ~1.1B parameters
     python bench/bench_torch_model.py --params 0.1e9   # a quick run
+    python bench/bench_torch_model.py --fresh 5 --skip-twins
 """
 
 import argparse
 import gc
+import json
 import math
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -180,6 +188,50 @@ def model_bench(args):
           f"{size / 1e9:.2f} GB model ({grew / size:.2f} x)")
 
 
+def fresh_child(args):
+    """One timed call in this fresh process; prints a JSON line."""
+    cfg = config(args.params)
+    dtype = getattr(torch, args.dtype)
+    m = meta_model(cfg, dtype)
+    size = sum(p.numel() * p.element_size() for p in m.parameters())
+    rss0 = maxrss()
+    t0 = time.perf_counter()
+    if args.child == "fastinit":
+        ft.materialize(m, "cpu", seed=0, progress=False)
+    else:
+        torch_init(m)
+    dt = time.perf_counter() - t0
+    print(json.dumps(dict(seconds=dt, grew=maxrss() - rss0, size=size,
+                          params=sum(p.numel() for p in m.parameters()))))
+
+
+def fresh_bench(args):
+    base = [sys.executable, os.path.abspath(__file__), "--params", str(args.params),
+            "--dtype", args.dtype]
+    res = {"fastinit": [], "torch": []}
+    for _ in range(args.fresh):
+        for side in res:
+            out = subprocess.run(base + ["--child", side], capture_output=True, text=True,
+                                 check=True)
+            res[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    r0 = res["fastinit"][0]
+    print(f"model: Llama-style, {r0['params'] / 1e9:.3f} B parameters, {args.dtype}, "
+          f"config {config(args.params)}; fresh processes, load average "
+          f"{os.getloadavg()[0]:.2f}")
+    tf = statistics.median(r["seconds"] for r in res["fastinit"])
+    tt = statistics.median(r["seconds"] for r in res["torch"])
+    print(f"  (median of {args.fresh})                  fastinit.torch      torch   ratio")
+    print(f"  meta -> CPU (allocate + first touch) {tf:9.2f} s {tt:9.2f} s {tt / tf:6.2f} x"
+          f"   (materialize vs to_empty + reset_parameters)")
+    print("  every run (s): materialize " + " ".join(f"{r['seconds']:.2f}" for r in
+                                                   res["fastinit"])
+          + " | to_empty + reset_parameters " + " ".join(f"{r['seconds']:.2f}" for r in
+                                                          res["torch"]))
+    g = statistics.median(r["grew"] for r in res["fastinit"])
+    print(f"  peak RSS growth during materialize {g / 1e9:.2f} GB for a "
+          f"{r0['size'] / 1e9:.2f} GB model ({g / r0['size']:.2f} x)")
+
+
 def twin_bench(args):
     n = 4096
     rep = args.repeat
@@ -253,13 +305,18 @@ def main(argv=None):
     p.add_argument("--skip-model", action="store_true")
     p.add_argument("--skip-twins", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--fresh", type=int, default=0,
+                   help="N: the model part as N rounds of fresh processes instead")
+    p.add_argument("--child", choices=("fastinit", "torch"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        return fresh_child(args)
     import numba
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, {numba.get_num_threads()} Numba threads; "
           f"torch {torch.__version__}, fastinit {fi.__version__}, Python {sys.version.split()[0]}")
     if not args.skip_model:
-        model_bench(args)
+        (fresh_bench if args.fresh else model_bench)(args)
     if not args.skip_twins:
         twin_bench(args)
 
