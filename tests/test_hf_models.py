@@ -7,7 +7,6 @@ and the spread of a forward pass. Small configs (hidden 64, 2 layers).
 """
 
 import math
-import warnings
 
 import pytest
 import torch

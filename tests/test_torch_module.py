@@ -103,7 +103,8 @@ def test_defaults_of_builtin_modules():
     assert float(mha.bias_k.abs().max()) < 10 and float(mha.bias_k.abs().max()) > 0
     # torch's own reset_parameters ran under the redirect, children first: out_proj's
     # Linear draw, then MultiheadAttention's constant_ on it
-    assert r["mha.out_proj.bias"].rule == "MultiheadAttention._reset_parameters: constant_(val=0.0)"
+    assert (r["mha.out_proj.bias"].rule
+            == "MultiheadAttention._reset_parameters: constant_(val=0.0)")
     assert r["mha.out_proj.bias"].history[0].startswith("Linear.reset_parameters: uniform_(")
     mha2 = m["mha2"]
     assert float(mha2.k_proj_weight.abs().max()) <= math.sqrt(6 / (8 + 6))

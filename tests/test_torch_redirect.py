@@ -205,7 +205,8 @@ def test_generator_calls_go_to_torch_and_are_reported():
         g = torch.Generator().manual_seed(7)
         nn.init.normal_(m.weight, generator=g)
         nn.init.zeros_(m.bias)
-    with pytest.warns(UserWarning, match=r"torch's generator.*weight: normal_\(.*generator=torch.Generator\)"):
+    with pytest.warns(UserWarning,
+                      match=r"torch's generator.*weight: normal_\(.*generator=torch.Generator\)"):
         r = run(m, init)
     want = torch.empty(4, 5)
     nn.init.normal_(want, generator=torch.Generator().manual_seed(7))

@@ -166,9 +166,9 @@ def positions_of(gshape, index):
     """int64 tensor of the positions (element offsets in a C-contiguous tensor of
     ``gshape``) of ``full[index]``, in the view's shape; ``index`` is basic."""
     g = torch.empty(gshape, device="meta")[index]          # the geometry alone
-    pos = torch.full((), g.storage_offset(), dtype=torch.int64)
+    pos = torch.full((), g.storage_offset(), dtype=torch.int64, device="cpu")
     for n, st in zip(g.shape, g.stride()):
-        pos = pos.unsqueeze(-1) + torch.arange(n, dtype=torch.int64) * st
+        pos = pos.unsqueeze(-1) + torch.arange(n, dtype=torch.int64, device="cpu") * st
     return pos
 
 
@@ -195,7 +195,8 @@ def write_positions(d, pos, values):
     span = 1 + sum((n - 1) * s for n, s in zip(local.shape, local.stride()))
     flat = local.as_strided((span,), (1,), local.storage_offset())
     v = values(sel)
+    where = lidx[sel].to(local.device)
     if isinstance(v, torch.Tensor):
-        flat[lidx[sel]] = v.to(dtype=local.dtype, device=local.device)
+        flat[where] = v.to(dtype=local.dtype, device=local.device)
     else:
-        flat[lidx[sel]] = v
+        flat[where] = v

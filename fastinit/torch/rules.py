@@ -175,9 +175,10 @@ def unused_message(rules, unused, names, module, fn):
             types = key if isinstance(key, tuple) else (key,)
             became = [t for t in types if getattr(t, "cls_to_become", None) is not None]
             if became:
-                hint = (f" ({', '.join(f'{t.__name__} becomes {t.cls_to_become.__name__}' for t in became)}"
-                        f" on its first forward: use the class it becomes, which matches "
-                        f"before and after)")
+                what = ", ".join(f"{t.__name__} becomes {t.cls_to_become.__name__}"
+                                 for t in became)
+                hint = (f" ({what} on its first forward: use the class it becomes, which "
+                        f"matches before and after)")
             elif lk is not None:
                 hint = " (no such parameter name on those modules)"
             elif not any(isinstance(m, types) for m in module.modules()):

@@ -221,7 +221,8 @@ class Tracker:
         def values(sel):
             p = pos[sel]
             lo = int(p.min())
-            tmp = torch.empty(int(p.max()) - lo + 1, dtype=t.dtype)
+            tmp = torch.empty(int(p.max()) - lo + 1, dtype=t.dtype,
+                              device=e.tensor._local_tensor.device)
             draw(tmp, lo, self.seed, stream)
             return tmp[p - lo]
         self._dview_write(e, geo, values)
@@ -266,7 +267,8 @@ class Tracker:
         else:
             p = e.tensor
             if e.mask is None:
-                e.mask = torch.zeros(span(p)[1] - span(p)[0], dtype=torch.bool)
+                e.mask = torch.zeros(span(p)[1] - span(p)[0], dtype=torch.bool,
+                                     device="cpu")
             g = geometry(t) if geo is WHOLE else geo
             view = e.mask.as_strided(g[1], g[2], g[0] - p.storage_offset())
             if index is None:
