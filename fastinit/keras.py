@@ -83,7 +83,7 @@ def to_backend(buf):
     if backend == "jax":
         return to_jax(buf)
     if backend == "torch":             # a CPU tensor; Keras moves it to its device
-        from . import to_torch
+        from .torch.handoff import to_torch
         return keras.ops.convert_to_tensor(to_torch(buf))
     return keras.ops.convert_to_tensor(buf)
 
