@@ -18,7 +18,8 @@ then ``--reps`` calls after a 0.5 s idle pause are the warm times. Reported:
 the median cold time over processes and the median warm time over all warm
 calls, and the ratios jax / fastinit (above 1: fastinit is faster) and
 callback / fastinit. The ``--model`` option adds the flax model itself
-(``jax.jit(m.init, out_shardings=...)``), jax.nn vs fastinit initializers.
+(``jax.jit(m.init, out_shardings=...)``), jax.nn vs fastinit initializers;
+``--layers`` gives it more Dense layers and ``--model-only`` runs only it.
 
 Usage: ``python bench/bench_jax_sharded.py [--procs 3] [--reps 5] [--json out.json]``
 """
@@ -39,7 +40,7 @@ IMPLS = ("jax", "fastinit", "callback")
 
 
 # --- one measurement, in a fresh process -------------------------------------------------
-def child(impl, init_name, sharding, reps, model):
+def child(impl, init_name, sharding, reps, model, layers=2):
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     t_import = time.perf_counter()
@@ -81,8 +82,9 @@ def child(impl, init_name, sharding, reps, model):
         class Model(nn.Module):
             @nn.compact
             def __call__(self, x):
-                x = nn.Dense(N, kernel_init=k1)(x)
-                return nn.Dense(N, kernel_init=k2)(x)
+                for i in range(layers):        # lecun_normal, normal(0.02), lecun_normal, ...
+                    x = nn.Dense(N, kernel_init=(k1, k2)[i % 2])(x)
+                return x
         m, x = Model(), jnp.ones((1, N))
         shapes = jax.eval_shape(m.init, key, x)
         shardings = jax.tree.map(
@@ -120,12 +122,12 @@ def cpu_busy():
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(impl, init_name, sharding, procs, reps, model):
+def measure(impl, init_name, sharding, procs, reps, model, layers):
     colds, warms = [], []
     for _ in range(procs):
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", impl, init_name, sharding, str(reps)]
-            + (["--model"] if model else []),
+            [sys.executable, __file__, "--child", impl, init_name, sharding, str(reps),
+             "--layers", str(layers)] + (["--model"] if model else []),
             capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"{impl} {init_name} {sharding}: {proc.stderr[-2000:]}")
@@ -144,19 +146,26 @@ def main(argv=None):
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--model", action="store_true",
                         help="also the flax model (lecun_normal + normal(0.02) kernels)")
+    parser.add_argument("--layers", type=int, default=2,
+                        help="Dense layers of the flax model (the issue's has 2)")
+    parser.add_argument("--model-only", action="store_true",
+                        help="only the flax model")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         impl, init_name, sharding, reps = args.child
-        child(impl, init_name, sharding, int(reps), args.model)
+        child(impl, init_name, sharding, int(reps), args.model, args.layers)
         return 0
 
     cases = [(i, s) for i in args.inits.split(",") for s in args.shardings.split(",")]
+    if args.model_only:
+        cases, args.model = [], True
     if args.model:
         cases += [("model", s) for s in args.shardings.split(",")]
     impls = args.impls.split(",")
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "layers": args.layers,
             "procs": args.procs, "reps": args.reps, "loadavg_before": os.getloadavg(),
             "python": platform.python_version()}
     rows = []
@@ -170,7 +179,8 @@ def main(argv=None):
         row = {"init": init_name, "sharding": sharding}
         for impl in impls:
             row[impl] = measure(impl, init_name if init_name != "model" else "normal",
-                                sharding, args.procs, args.reps, init_name == "model")
+                                sharding, args.procs, args.reps, init_name == "model",
+                                args.layers)
         busy1, own1 = cpu_busy(), os.times()
         # CPU that processes other than ours and our children kept busy, in cores
         ours = (own1.children_user + own1.children_system + own1.user + own1.system
