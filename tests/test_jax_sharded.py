@@ -14,7 +14,8 @@ reads the child's stderr, where XLA logs its SPMD warnings.
   instruction has the full (4096, 4096) shape, the handler only ever sees
   tile-shaped buffers, and XLA prints no rematerialization warning.
 - ``memory``: on CPU, JAX reports no per-device memory
-  (``memory_stats()`` is None), so the check is the process's peak RSS:
+  (``memory_stats()`` is None), so the check is the process's peak RSS
+  (VmHWM, reset through /proc/self/clear_refs just before the call):
   drawing 128 MiB of column-sharded weights may grow it by at most 1.25
   times that (each tile allocated once, on its device); the host-callback
   route of before grew it by about 9 times.
@@ -109,12 +110,13 @@ def child_flax():
 
 
 def child_memory():
-    import resource
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    def rss():
+    def status(field):
+        """VmRSS (resident now) or VmHWM (peak resident) of this process, in bytes. Not
+        ru_maxrss: Linux carries the parent's peak over into a spawned child's."""
         with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("d",)), P(None, "d"))
     init = fj.lecun_normal()
 
@@ -124,9 +126,11 @@ def child_memory():
     key = jax.random.key(0)
     compiled = jax.jit(two, out_shardings=(sharding, sharding)).lower(key).compile()
     fj.normal(1.0)(key, (8, 8))                    # kernels loaded before measuring
-    before = rss()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                               # VmHWM restarts from VmRSS
+    before = status("VmRSS")
     out = jax.block_until_ready(compiled(key))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     return {"param_bytes": 2 * N * N * 4, "growth": peak - before,
             "memory_stats": jax.devices()[0].memory_stats(),
             "shards": sorted({str(s.data.shape) for a in out for s in a.addressable_shards})}
