@@ -126,8 +126,11 @@ def child_memory():
     key = jax.random.key(0)
     compiled = jax.jit(two, out_shardings=(sharding, sharding)).lower(key).compile()
     fj.normal(1.0)(key, (8, 8))                    # kernels loaded before measuring
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")                               # VmHWM restarts from VmRSS
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                           # VmHWM restarts from VmRSS
+    except OSError as exc:
+        return {"skip": f"cannot reset the peak RSS: {exc}"}
     before = status("VmRSS")
     out = jax.block_until_ready(compiled(key))
     peak = status("VmHWM")
@@ -239,6 +242,8 @@ def test_flax_model_on_4_devices(tmp_path):
 
 def test_peak_memory_is_the_shards(tmp_path):
     results, _ = run_child("memory", tmp_path)
+    if "skip" in results:
+        pytest.skip(results["skip"])
     assert results["shards"] == ["(4096, 1024)"], results
     assert results["growth"] <= 1.25 * results["param_bytes"], results
 
