@@ -1,4 +1,4 @@
-"""Numba CPU fill kernels for fastinit-philox v1 (docs/stream.md).
+"""Numba CPU fill kernels for fastinit-philox v2 (docs/stream.md).
 
 A fill works on tiles of ``TILE`` elements aligned to global element
 indices, so the blocks of a tile, and therefore its values, never depend on
@@ -18,7 +18,8 @@ from numba.extending import overload
 
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
-                     cossin2pi_f32, cossin2pi_f64, erfinv_xt_f32, erfinv_xt_f64,
+                     cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
+                     erfinv_xt_f32, erfinv_xt_f64, erfinv_xw_f32, erfinv_xw_f64,
                      f16_bits, f32_bits, f64_bits, k24, k24_u32, k53, log_f32, log_f64,
                      philox4x32, to_f32, to_f64)
 
@@ -26,6 +27,7 @@ TILE = 2048                  # elements per tile: a multiple of 4
 TILE_U = np.uint64(TILE)
 FMT_F32, FMT_BF16, FMT_F16, FMT_F64 = 0, 1, 2, 3
 ZERO_F32 = F32(0.0)
+HALF_F32, HALF_F64 = F32(0.5), F64(0.5)
 ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
 ONE_F64, TWO_F64 = F64(1.0), F64(2.0)
 ZERO_F64 = F64(0.0)
@@ -70,12 +72,23 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 
 
 # Truncated normal (contract 3.6): y = e0 + de * Um. In the central form
-# x = y; in a tail form y = 1 - |x| is drawn directly (erfc space), so a
+# x = y; in the tail form y = 1 - |x| is drawn directly (erfc space), so a
 # deep tail keeps its relative precision. y is clamped so log's argument
 # stays a normal float and x never reaches +-1. The form is the same for the
 # whole fill: the tile loop is inlined once per form with a constant flag,
 # so LLVM compiles one branch-free loop for each (a per-element select made
 # it evaluate both erfinv forms for every element).
+#
+# v2 (contract 4.4): a tail element with y < 2^-B lies past the range
+# Giles' polynomials were fitted for and is inverted by erfcinv_far; the
+# far-tail form draws q = y / e1 and w = -log(2y) = w1 - log(q) in log space,
+# for intervals wholly past 2^-B (their mass may underflow T). Those two run
+# in two passes over a tile: y (or q) into ``vals``, then the transform in
+# place, one element per iteration, so each transform is inlined once. A
+# tail fill whose smallest y, e0 + de 2^-B, is at least 2^-B has no far
+# element and runs the v1 loop; a tile of the others whose smallest y is at
+# least 2^-B runs the v1 transform, and only the rest pay for erfcinv_far on
+# every element.
 BELOW_ONE_F32, TINY_F32 = np.nextafter(F32(1), F32(0)), F32(np.finfo(np.float32).tiny)
 BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64).tiny)
 
@@ -105,6 +118,49 @@ def _trunc64_tail(lo, hi, e0, de, mean, ss, a, b, sign):
 def _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign):
     y = _clamp(e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53), -BELOW_ONE_F64, BELOW_ONE_F64)
     z = erfinv_xt_f64(y, (ONE_F64 - y) * (ONE_F64 + y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+# the second pass: a drawn y (tail form) or q (far-tail form) to its value
+@njit(**INLINE)
+def _tail_y32(y, mean, ss, a, b, sign):
+    z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _mixed_y32(y, mean, ss, a, b, sign):
+    w = -log_f32(y * (TWO_F32 - y))
+    zp = erfinv_xw_f32(ONE_F32 - y, w)
+    zf = erfcinv_far_f32(w)
+    z = zf if y < TWO_M24 else zp
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _far_q32(q, w1, mean, ss, a, b, sign):
+    z = erfcinv_far_f32(w1 - log_f32(q))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _tail_y64(y, mean, ss, a, b, sign):
+    z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _mixed_y64(y, mean, ss, a, b, sign):
+    w = -log_f64(y * (TWO_F64 - y))
+    zp = erfinv_xw_f64(ONE_F64 - y, w)
+    zf = erfcinv_far_f64(w)
+    z = zf if y < TWO_M53 else zp
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**INLINE)
+def _far_q64(q, w1, mean, ss, a, b, sign):
+    z = erfcinv_far_f64(w1 - log_f64(q))
     return _clamp(mean + ss * (z * sign), a, b)
 
 
@@ -175,13 +231,38 @@ def _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, ta
         vals[4 * jj + 3] = _trunc32_form(x3, e0, de, mean, ss, a, b, sign, tail)
 
 
+@njit(**INLINE)
+def _draw32(vals, fb, nb, k0, k1, s0, s1, e0, de):
+    """First pass: vals = min(max(e0 + de * Um, TINY), 1); returns the smallest."""
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _clamp(e0 + de * (to_f32(k24(x0) | 1) * TWO_M24), TINY_F32, ONE_F32)
+        vals[4 * jj + 1] = _clamp(e0 + de * (to_f32(k24(x1) | 1) * TWO_M24), TINY_F32, ONE_F32)
+        vals[4 * jj + 2] = _clamp(e0 + de * (to_f32(k24(x2) | 1) * TWO_M24), TINY_F32, ONE_F32)
+        vals[4 * jj + 3] = _clamp(e0 + de * (to_f32(k24(x3) | 1) * TWO_M24), TINY_F32, ONE_F32)
+    m = ONE_F32
+    for e in range(4 * nb):
+        m = min(m, vals[e])
+    return m
+
+
 @njit(**SERIAL)
 def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
-    if tail > ZERO_F32:
-        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
-    else:
+    if tail < HALF_F32:                                  # central
         _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+    elif tail > ONE_F32:                                 # far tail: (q0, w1) in (e0, de)
+        _draw32(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F32 - e0)
+        for e in range(4 * nb):
+            vals[e] = _far_q32(vals[e], de, mean, ss, a, b, sign)
+    elif e0 + de * TWO_M24 >= TWO_M24:                   # tail, no y below 2^-24
+        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
+    elif _draw32(vals, fb, nb, k0, k1, s0, s1, e0, de) >= TWO_M24:
+        for e in range(4 * nb):
+            vals[e] = _tail_y32(vals[e], mean, ss, a, b, sign)
+    else:
+        for e in range(4 * nb):
+            vals[e] = _mixed_y32(vals[e], mean, ss, a, b, sign)
 
 
 @njit(**INLINE)
@@ -226,13 +307,37 @@ def _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, ta
         vals[2 * jj + 1] = _trunc64_form(x2, x3, e0, de, mean, ss, a, b, sign, tail)
 
 
+@njit(**INLINE)
+def _draw64(vals, fb, nb, k0, k1, s0, s1, e0, de):
+    """First pass: vals = min(max(e0 + de * Um, TINY), 1); returns the smallest."""
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj] = _clamp(e0 + de * (to_f64(k53(x0, x1) | 1) * TWO_M53), TINY_F64, ONE_F64)
+        vals[2 * jj + 1] = _clamp(e0 + de * (to_f64(k53(x2, x3) | 1) * TWO_M53), TINY_F64,
+                                  ONE_F64)
+    m = ONE_F64
+    for e in range(2 * nb):
+        m = min(m, vals[e])
+    return m
+
+
 @njit(**SERIAL)
 def tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
-    if tail > ZERO_F64:
-        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
-    else:
+    if tail < HALF_F64:                                  # central
         _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+    elif tail > ONE_F64:                                 # far tail: (q0, w1) in (e0, de)
+        _draw64(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F64 - e0)
+        for e in range(2 * nb):
+            vals[e] = _far_q64(vals[e], de, mean, ss, a, b, sign)
+    elif e0 + de * TWO_M53 >= TWO_M53:                   # tail, no y below 2^-53
+        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
+    elif _draw64(vals, fb, nb, k0, k1, s0, s1, e0, de) >= TWO_M53:
+        for e in range(2 * nb):
+            vals[e] = _tail_y64(vals[e], mean, ss, a, b, sign)
+    else:
+        for e in range(2 * nb):
+            vals[e] = _mixed_y64(vals[e], mean, ss, a, b, sign)
 
 
 # --- storing a tile -----------------------------------------------------------
