@@ -363,7 +363,11 @@ def normal_(tensor, mean=0.0, std=1.0, generator=None, *, seed=None, stream=0):
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None, *,
                   seed=None, stream=0):
     """N(mean, std^2) truncated to the absolute bounds [a, b], as torch's
-    trunc_normal_ (fastinit draws it by inverse CDF, never by rejection)."""
+    trunc_normal_ (fastinit draws it by inverse CDF, never by rejection).
+
+    As torch, ``a = -inf`` / ``b = inf`` are one-sided bounds, and a mean far
+    outside [a, b] warns but samples: correctly, however far out [a, b] lies
+    (docs/stream.md 3.6)."""
     _check_generator(generator, "trunc_normal_")
     _check_tensor(tensor, "trunc_normal_")
     if (mean < a - 2 * std) or (mean > b + 2 * std):
