@@ -19,9 +19,8 @@ from numba.extending import overload
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
-                     erfinv_xt_f32, erfinv_xt_f64, erfinv_xw_f32, erfinv_xw_f64,
-                     f16_bits, f32_bits, f64_bits, k24, k24_u32, k53, log_f32, log_f64,
-                     philox4x32, to_f32, to_f64)
+                     erfinv_xt_f32, erfinv_xt_f64, f16_bits, f32_bits, f64_bits, k24,
+                     k24_u32, k53, log_f32, log_f64, philox4x32, to_f32, to_f64)
 
 TILE = 2048                  # elements per tile: a multiple of 4
 TILE_U = np.uint64(TILE)
