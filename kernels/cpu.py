@@ -130,16 +130,12 @@ def _tail_y32(y, mean, ss, a, b, sign):
     return _clamp(mean + ss * (z * sign), a, b)
 
 
-@njit(**INLINE)
-def _far_y32(y, mean, ss, a, b, sign):
-    z = erfcinv_far_f32(-log_f32(y * (TWO_F32 - y)))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
-@njit(**INLINE)
-def _far_q32(q, w1, mean, ss, a, b, sign):
-    z = erfcinv_far_f32(w1 - log_f32(q))
-    return _clamp(mean + ss * (z * sign), a, b)
+@njit(**SERIAL)
+def far_pass32(w, mean, ss, a, b, sign):
+    """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
+    the tail and far-tail forms share one compiled copy."""
+    for i in range(w.size):
+        w[i] = _clamp(mean + ss * (erfcinv_far_f32(w[i]) * sign), a, b)
 
 
 @njit(**INLINE)
@@ -148,16 +144,12 @@ def _tail_y64(y, mean, ss, a, b, sign):
     return _clamp(mean + ss * (z * sign), a, b)
 
 
-@njit(**INLINE)
-def _far_y64(y, mean, ss, a, b, sign):
-    z = erfcinv_far_f64(-log_f64(y * (TWO_F64 - y)))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
-@njit(**INLINE)
-def _far_q64(q, w1, mean, ss, a, b, sign):
-    z = erfcinv_far_f64(w1 - log_f64(q))
-    return _clamp(mean + ss * (z * sign), a, b)
+@njit(**SERIAL)
+def far_pass64(w, mean, ss, a, b, sign):
+    """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
+    the tail and far-tail forms share one compiled copy."""
+    for i in range(w.size):
+        w[i] = _clamp(mean + ss * (erfcinv_far_f64(w[i]) * sign), a, b)
 
 
 # --- one tile of values: vals[e] for the tile's elements ----------------------
@@ -260,7 +252,8 @@ def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
     elif tail > ONE_F32:                                 # far tail: (q0, w1) in (e0, de)
         _draw32(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F32 - e0)
         for e in range(4 * nb):
-            vals[e] = _far_q32(vals[e], de, mean, ss, a, b, sign)
+            vals[e] = de - log_f32(vals[e])
+        far_pass32(vals[:4 * nb], mean, ss, a, b, sign)
     elif e0 + de * TWO_M24 >= TWO_M24:                   # tail, no y below 2^-24
         _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
     else:                # tail with some y below 2^-24: those are redone apart
@@ -270,7 +263,8 @@ def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
             vals[e] = _tail_y32(vals[e], mean, ss, a, b, sign)
         far = vals[TILE:TILE + nfar]          # indexed from 0: see store32
         for i in range(nfar):
-            far[i] = _far_y32(far[i], mean, ss, a, b, sign)
+            far[i] = -log_f32(far[i] * (TWO_F32 - far[i]))
+        far_pass32(far, mean, ss, a, b, sign)
         for i in range(nfar):
             vals[words[i]] = far[i]
 
@@ -335,7 +329,8 @@ def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
     elif tail > ONE_F64:                                 # far tail: (q0, w1) in (e0, de)
         _draw64(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F64 - e0)
         for e in range(2 * nb):
-            vals[e] = _far_q64(vals[e], de, mean, ss, a, b, sign)
+            vals[e] = de - log_f64(vals[e])
+        far_pass64(vals[:2 * nb], mean, ss, a, b, sign)
     elif e0 + de * TWO_M53 >= TWO_M53:                   # tail, no y below 2^-53
         _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
     else:                # tail with some y below 2^-53: those are redone apart
@@ -345,7 +340,8 @@ def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
             vals[e] = _tail_y64(vals[e], mean, ss, a, b, sign)
         far = vals[TILE:TILE + nfar]          # indexed from 0: see store32
         for i in range(nfar):
-            far[i] = _far_y64(far[i], mean, ss, a, b, sign)
+            far[i] = -log_f64(far[i] * (TWO_F64 - far[i]))
+        far_pass64(far, mean, ss, a, b, sign)
         for i in range(nfar):
             vals[words[i]] = far[i]
 
