@@ -16,7 +16,7 @@ import numpy as np
 
 from .kernels._abi import CTL_WORDS, DTYPES
 
-STREAM_VERSION = "fastinit-philox v1"
+STREAM_VERSION = "fastinit-philox v2"
 DEFAULT_SEED = 67280421310721          # torch's default seed, for familiarity
 U64 = 1 << 64
 MASK32 = 0xFFFFFFFF
@@ -124,8 +124,11 @@ def _param_cache(build):
     return cached
 
 
-def check_real(name, value):
-    """``value`` as a finite Python float, or a clear error naming it."""
+def check_real(name, value, infinite=False):
+    """``value`` as a finite Python float, or a clear error naming it.
+
+    ``infinite=True`` also lets +-inf through (never NaN): the bounds of a
+    truncated normal may be one-sided."""
     if type(value) is float:                       # the common case, fast
         if math.isfinite(value):
             return value
@@ -135,7 +138,9 @@ def check_real(name, value):
         value = float(value)
     except OverflowError:
         raise ValueError(f"{name} must be finite, got an integer past the float range") from None
-    if not math.isfinite(value):
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number, got {value}")
+    if not math.isfinite(value) and not infinite:
         raise ValueError(f"{name} must be finite, got {value}")
     return value
 
@@ -219,17 +224,84 @@ def normal_params(mean, std, t):
     return np.array([rn(mean, t), rn(std, t)], dtype=t)
 
 
+# --- truncated normal (contract 3.6) -------------------------------------------
+# The far-tail form: intervals whose every y = 1 - |x| lies below 2^-B,
+# past the range of Giles' polynomials, are drawn in log space.
+FAR_Y = {np.float32: 2.0 ** -24, np.float64: 2.0 ** -53}
+# The largest distance |a - mean| / std (or |b - mean| / std) of the near bound
+# in the far-tail form: past it w1 ~ alpha^2 / 2 leaves the normal range of
+# erfcinv_far's logs (4 / (pi w) would be subnormal).
+FAR_ALPHA_MAX = {np.float32: 2.0 ** 60, np.float64: 2.0 ** 500}
+_CF_DEPTH = 24                     # full float64 precision for x >= 3
+
+
+def _log_s(x):
+    """log(S(x)), S(x) = x sqrt(pi) exp(x^2) erfc(x), for x >= 3, in float64:
+    the even continued fraction of erfc, 24 levels (converged to rounding)."""
+    v = 2.0 * x * x
+    d = v + (4 * _CF_DEPTH + 1)
+    for k in range(_CF_DEPTH, 0, -1):
+        d = v + (4 * k - 3) - (2 * k - 1) * (2 * k) / d
+    return math.log(v / d)
+
+
+def far_tail_terms(near, far, width):
+    """(w1, r) of the far-tail form, in float64.
+
+    ``near`` and ``far`` are the bounds' distances from the mean in
+    standard deviations (near >= 3 sqrt 2, far > near, possibly inf),
+    ``width = far - near``, computed by the caller without cancellation.
+    w1 = -log(2 erfc(near / sqrt2)) and r = erfc(far / sqrt2) / erfc(near / sqrt2),
+    from -log erfc(x) = x^2 + log(x sqrt(pi)) - log S(x): no erfc is formed, so
+    nothing underflows however far the interval lies.
+    """
+    r2 = math.sqrt(2.0)
+    xn = near / r2
+    w1 = xn * xn + math.log(xn * math.sqrt(math.pi) / 2.0) - _log_s(xn)
+    if math.isinf(far):
+        return w1, 0.0
+    xf = far / r2
+    dx = width / r2
+    # -log r = xf^2 - xn^2 + log(xf / xn) - (log S(xf) - log S(xn)), where
+    # 0 < log S(xf) - log S(xn) < 0.03: past 800 r is 0 in float64
+    sq = dx * (xf + xn)
+    if not sq <= 800.0:
+        return w1, 0.0
+    d = sq + math.log1p(dx / xn) - (_log_s(xf) - _log_s(xn))
+    return w1, math.exp(-d)
+
+
+def truncated_normal_reach(mean, std, a, b, t):
+    """The smallest and largest value a fill can hold, for the overflow
+    checks: [a, b] itself where a bound is finite; where it is infinite, the
+    farthest the inverse CDF can reach (y >= the smallest normal T, or
+    q >= 2^-B in the far-tail form)."""
+    if math.isfinite(a) and math.isfinite(b):
+        return a, b
+    p = truncated_normal_params(mean, std, a, b, t)
+    tiny = float(np.finfo(t).tiny)
+    w = -math.log(2.0 * tiny)
+    if p[6] > 1:                                   # far-tail form: w <= w1 - log(2^-B)
+        w = float(p[1]) + 53 * math.log(2.0) + 1.0
+    z = math.sqrt(2.0 * w) * std
+    return (a if math.isfinite(a) else mean - z), (b if math.isfinite(b) else mean + z)
+
+
 @_param_cache
 def truncated_normal_params(mean, std, a, b, t):
-    """Kernel parameters (e0, de, mean, ss, a, b, tail, sign) of contract 3.6.
+    """Kernel parameters of contract 3.6, by form: central and tail
+    (e0, de, mean, ss, a, b, tail, sign); far tail (r, w1, mean, ss, a, b, 2, sign).
 
     An interval on one side of the mean is drawn in erfc space, where a deep
-    tail keeps its relative precision; one around the mean in erf space.
+    tail keeps its relative precision; one around the mean in erf space; one
+    wholly past 2^-B in erfc space (past Giles' polynomials) in log space.
+    ``a`` may be -inf and ``b`` +inf.
     """
     if std <= 0:
         raise ValueError(f"std must be > 0 for a truncated normal, got {std}")
     if a >= b:
         raise ValueError(f"a must be < b, got a={a}, b={b}")
+    name = np.dtype(t).name
     alpha, beta = (a - mean) / std, (b - mean) / std
     r2 = math.sqrt(2.0)
     if alpha >= 0:
@@ -240,16 +312,24 @@ def truncated_normal_params(mean, std, a, b, t):
         tail, sign, e0, e1 = 0, 1, math.erf(alpha / r2), math.erf(beta / r2)
     e0, e1 = rn(e0, t), rn(e1, t)
     ss, lo, hi = rn(std * r2, t), up(a, t), down(b, t)
-    name = np.dtype(t).name
     if not math.isfinite(float(ss)):
         raise ValueError(f"std = {std:g} overflows {name}")
     if not math.isfinite(float(rn(mean, t))):
         raise ValueError(f"mean = {mean:g} overflows {name}")
     if lo > hi:
         raise ValueError(f"no {name} value lies in [a, b] = [{a!r}, {b!r}]")
-    if not e0 < e1 or (tail and e1 < np.finfo(t).tiny):
+    if tail and e1 < FAR_Y[t]:
+        # far-tail form: every y would be below 2^-B
+        near_name, near, far = ("a", alpha, beta) if sign > 0 else ("b", -beta, -alpha)
+        if not near <= FAR_ALPHA_MAX[t]:
+            raise ValueError(
+                f"{near_name} is {near:g} standard deviations from the mean ({mean}, std "
+                f"{std}); the {name} truncated normal reaches at most "
+                f"{FAR_ALPHA_MAX[t]:g} (2**{int(math.log2(FAR_ALPHA_MAX[t]))})")
+        w1, r = far_tail_terms(near, far, (b - a) / std)
+        return np.array([rn(r, t), rn(w1, t), rn(mean, t), ss, lo, hi, 2, sign], dtype=t)
+    if not e0 < e1:
         raise ValueError(
-            f"[a, b] = [{a}, {b}] lies too far in a tail of N({mean}, {std}**2) for "
-            f"{np.dtype(t).name}: its probability mass is below the smallest normal "
-            f"{np.dtype(t).name}")
+            f"[a, b] = [{a}, {b}] is too narrow for N({mean}, {std}**2) in {name}: its "
+            f"probability mass rounds to 0 (e0 = e1 = {float(e1):g})")
     return np.array([e0, t(e1 - e0), rn(mean, t), ss, lo, hi, tail, sign], dtype=t)

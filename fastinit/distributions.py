@@ -164,7 +164,9 @@ def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream
 
     Drawn by inverse CDF in one pass (no rejection), never outside [a, b]
     (docs/stream.md 3.6); ``a``/``b`` are bounds on the values, as in
-    ``torch.nn.init.trunc_normal_``, not in units of ``std``.
+    ``torch.nn.init.trunc_normal_``, not in units of ``std``. ``a`` may be
+    -inf and ``b`` +inf (one-sided or no truncation), and [a, b] may lie any
+    distance from the mean.
 
     Parameters
     ----------
@@ -173,7 +175,7 @@ def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream
     std : float
         ``std > 0``.
     a, b : float
-        ``a < b``.
+        ``a < b``; ``a = -inf`` and ``b = inf`` are allowed.
     {stream}
 
     {returns}
@@ -183,15 +185,16 @@ def truncated_normal(out, mean=0.0, std=1.0, a=-2.0, b=2.0, *, seed=None, stream
     >>> fastinit.truncated_normal(w, 0.0, 0.02, -0.04, 0.04, seed=0)
     """
     mean, std = C.check_real("mean", mean), C.check_real("std", std)
-    a, b = C.check_real("a", a), C.check_real("b", b)
+    a, b = C.check_real("a", a, infinite=True), C.check_real("b", b, infinite=True)
     if std <= 0:
         raise ValueError(f"std must be > 0, got {std}")
     if a >= b:
         raise ValueError(f"a must be < b, got a={a}, b={b}")
 
     def params(t):
-        C.check_fits("a", a, t.name)
-        C.check_fits("b", b, t.name)
+        lo, hi = C.truncated_normal_reach(mean, std, a, b, t.compute)
+        C.check_fits("a", lo, t.name)
+        C.check_fits("b", hi, t.name)
         return C.truncated_normal_params(mean, std, a, b, t.compute)
     return _fill(out, "trunc", params, seed, stream, offset)
 

@@ -230,7 +230,10 @@ def normal(stddev=1e-2, dtype=None):
 
 
 def truncated_normal(stddev=1e-2, dtype=None, lower=-2.0, upper=2.0):
-    """N(0, stddev^2) cut to [lower * stddev, upper * stddev] (no variance correction)."""
+    """N(0, stddev^2) cut to [lower * stddev, upper * stddev] (no variance correction).
+
+    ``lower = -inf`` or ``upper = inf`` leave that side open; a cut far out in
+    a tail is drawn as exactly as one near the mean (docs/stream.md 3.6)."""
     return _TruncatedNormal(stddev, lower, upper, dtype)
 
 

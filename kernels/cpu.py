@@ -1,4 +1,4 @@
-"""Numba CPU fill kernels for fastinit-philox v1 (docs/stream.md).
+"""Numba CPU fill kernels for fastinit-philox v2 (docs/stream.md).
 
 A fill works on tiles of ``TILE`` elements aligned to global element
 indices, so the blocks of a tile, and therefore its values, never depend on
@@ -18,14 +18,15 @@ from numba.extending import overload
 
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
-                     cossin2pi_f32, cossin2pi_f64, erfinv_xt_f32, erfinv_xt_f64,
-                     f16_bits, f32_bits, f64_bits, k24, k24_u32, k53, log_f32, log_f64,
-                     philox4x32, to_f32, to_f64)
+                     cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
+                     erfinv_xt_f32, erfinv_xt_f64, f16_bits, f32_bits, f64_bits, k24,
+                     k24_u32, k53, log_f32, log_f64, philox4x32, to_f32, to_f64)
 
 TILE = 2048                  # elements per tile: a multiple of 4
 TILE_U = np.uint64(TILE)
 FMT_F32, FMT_BF16, FMT_F16, FMT_F64 = 0, 1, 2, 3
 ZERO_F32 = F32(0.0)
+HALF_F32, HALF_F64 = F32(0.5), F64(0.5)
 ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
 ONE_F64, TWO_F64 = F64(1.0), F64(2.0)
 ZERO_F64 = F64(0.0)
@@ -70,12 +71,26 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 
 
 # Truncated normal (contract 3.6): y = e0 + de * Um. In the central form
-# x = y; in a tail form y = 1 - |x| is drawn directly (erfc space), so a
+# x = y; in the tail form y = 1 - |x| is drawn directly (erfc space), so a
 # deep tail keeps its relative precision. y is clamped so log's argument
 # stays a normal float and x never reaches +-1. The form is the same for the
 # whole fill: the tile loop is inlined once per form with a constant flag,
 # so LLVM compiles one branch-free loop for each (a per-element select made
 # it evaluate both erfinv forms for every element).
+#
+# v2 (contract 4.4): a tail element with y < 2^-B lies past the range
+# Giles' polynomials were fitted for and is inverted by erfcinv_far; the
+# far-tail form draws q = y / e1 and w = -log(2y) = w1 - log(q) in log space,
+# for intervals wholly past 2^-B (their mass may underflow T). Those run in
+# passes over a tile: y (or q) into ``vals``, then the transform in place,
+# one element per iteration, so each transform is inlined once. A tail fill
+# whose smallest y, e0 + de 2^-B, is at least 2^-B has no far element and
+# runs the v1 loop; for the others the y < 2^-B of a tile are gathered
+# (indices in ``words``, values in the second half of ``vals``), every
+# element gets the v1 transform, the gathered ones erfcinv_far, and are
+# scattered back: a fill where 1 element in 10^3 is that far pays about that
+# fraction for erfcinv_far, not every element, and every loop but the gather
+# and the scatter vectorizes.
 BELOW_ONE_F32, TINY_F32 = np.nextafter(F32(1), F32(0)), F32(np.finfo(np.float32).tiny)
 BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64).tiny)
 
@@ -106,6 +121,35 @@ def _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign):
     y = _clamp(e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53), -BELOW_ONE_F64, BELOW_ONE_F64)
     z = erfinv_xt_f64(y, (ONE_F64 - y) * (ONE_F64 + y))
     return _clamp(mean + ss * (z * sign), a, b)
+
+
+# the second pass: a drawn y (tail form) or q (far-tail form) to its value
+@njit(**INLINE)
+def _tail_y32(y, mean, ss, a, b, sign):
+    z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**SERIAL)
+def far_pass32(w, mean, ss, a, b, sign):
+    """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
+    the tail and far-tail forms share one compiled copy."""
+    for i in range(w.size):
+        w[i] = _clamp(mean + ss * (erfcinv_far_f32(w[i]) * sign), a, b)
+
+
+@njit(**INLINE)
+def _tail_y64(y, mean, ss, a, b, sign):
+    z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
+    return _clamp(mean + ss * (z * sign), a, b)
+
+
+@njit(**SERIAL)
+def far_pass64(w, mean, ss, a, b, sign):
+    """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
+    the tail and far-tail forms share one compiled copy."""
+    for i in range(w.size):
+        w[i] = _clamp(mean + ss * (erfcinv_far_f64(w[i]) * sign), a, b)
 
 
 # --- one tile of values: vals[e] for the tile's elements ----------------------
@@ -175,13 +219,54 @@ def _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, ta
         vals[4 * jj + 3] = _trunc32_form(x3, e0, de, mean, ss, a, b, sign, tail)
 
 
+@njit(**INLINE)
+def _draw32(vals, fb, nb, k0, k1, s0, s1, e0, de):
+    """First pass: vals = min(max(e0 + de * Um, TINY), 1)."""
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _clamp(e0 + de * (to_f32(k24(x0) | 1) * TWO_M24), TINY_F32, ONE_F32)
+        vals[4 * jj + 1] = _clamp(e0 + de * (to_f32(k24(x1) | 1) * TWO_M24), TINY_F32, ONE_F32)
+        vals[4 * jj + 2] = _clamp(e0 + de * (to_f32(k24(x2) | 1) * TWO_M24), TINY_F32, ONE_F32)
+        vals[4 * jj + 3] = _clamp(e0 + de * (to_f32(k24(x3) | 1) * TWO_M24), TINY_F32, ONE_F32)
+
+
+@njit(**INLINE)
+def _far_gather(vals, count, ymax, idx):
+    """For the e < count with vals[e] < ymax, in order: idx[n] = e and
+    vals[TILE + n] = vals[e]; returns how many (n)."""
+    n = 0
+    for e in range(count):
+        y = vals[e]
+        if y < ymax:
+            idx[n] = e
+            vals[TILE + n] = y
+            n += 1
+    return n
+
+
 @njit(**SERIAL)
-def tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p):
+def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
-    if tail > ZERO_F32:
-        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
-    else:
+    if tail < HALF_F32:                                  # central
         _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+    elif tail > ONE_F32:                                 # far tail: (q0, w1) in (e0, de)
+        _draw32(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F32 - e0)
+        for e in range(4 * nb):
+            vals[e] = de - log_f32(vals[e])
+        far_pass32(vals[:4 * nb], mean, ss, a, b, sign)
+    elif e0 + de * TWO_M24 >= TWO_M24:                   # tail, no y below 2^-24
+        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
+    else:                # tail with some y below 2^-24: those are redone apart
+        _draw32(vals, fb, nb, k0, k1, s0, s1, e0, de)
+        nfar = _far_gather(vals, 4 * nb, TWO_M24, words)
+        for e in range(4 * nb):
+            vals[e] = _tail_y32(vals[e], mean, ss, a, b, sign)
+        far = vals[TILE:TILE + nfar]          # indexed from 0: see store32
+        for i in range(nfar):
+            far[i] = -log_f32(far[i] * (TWO_F32 - far[i]))
+        far_pass32(far, mean, ss, a, b, sign)
+        for i in range(nfar):
+            vals[words[i]] = far[i]
 
 
 @njit(**INLINE)
@@ -226,13 +311,39 @@ def _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, ta
         vals[2 * jj + 1] = _trunc64_form(x2, x3, e0, de, mean, ss, a, b, sign, tail)
 
 
+@njit(**INLINE)
+def _draw64(vals, fb, nb, k0, k1, s0, s1, e0, de):
+    """First pass: vals = min(max(e0 + de * Um, TINY), 1)."""
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[2 * jj] = _clamp(e0 + de * (to_f64(k53(x0, x1) | 1) * TWO_M53), TINY_F64, ONE_F64)
+        vals[2 * jj + 1] = _clamp(e0 + de * (to_f64(k53(x2, x3) | 1) * TWO_M53), TINY_F64,
+                                  ONE_F64)
+
+
 @njit(**SERIAL)
-def tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p):
+def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
-    if tail > ZERO_F64:
-        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
-    else:
+    if tail < HALF_F64:                                  # central
         _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+    elif tail > ONE_F64:                                 # far tail: (q0, w1) in (e0, de)
+        _draw64(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F64 - e0)
+        for e in range(2 * nb):
+            vals[e] = de - log_f64(vals[e])
+        far_pass64(vals[:2 * nb], mean, ss, a, b, sign)
+    elif e0 + de * TWO_M53 >= TWO_M53:                   # tail, no y below 2^-53
+        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
+    else:                # tail with some y below 2^-53: those are redone apart
+        _draw64(vals, fb, nb, k0, k1, s0, s1, e0, de)
+        nfar = _far_gather(vals, 2 * nb, TWO_M53, words)
+        for e in range(2 * nb):
+            vals[e] = _tail_y64(vals[e], mean, ss, a, b, sign)
+        far = vals[TILE:TILE + nfar]          # indexed from 0: see store32
+        for i in range(nfar):
+            far[i] = -log_f64(far[i] * (TWO_F64 - far[i]))
+        far_pass64(far, mean, ss, a, b, sign)
+        for i in range(nfar):
+            vals[words[i]] = far[i]
 
 
 # --- storing a tile -----------------------------------------------------------
@@ -273,17 +384,17 @@ def _tile32(kind, vals, words, fb, nb, k0, k1, s0, s1, p):
     elif kind == KIND_NORMAL:
         tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p)
     else:
-        tile_trunc32(vals, fb, nb, k0, k1, s0, s1, p)
+        tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p)
 
 
 @njit(**INLINE)
-def _tile64(kind, vals, fb, nb, k0, k1, s0, s1, p):
+def _tile64(kind, vals, words, fb, nb, k0, k1, s0, s1, p):
     if kind == KIND_UNIFORM:
         tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p)
     elif kind == KIND_NORMAL:
         tile_normal64(vals, fb, nb, k0, k1, s0, s1, p)
     else:
-        tile_trunc64(vals, fb, nb, k0, k1, s0, s1, p)
+        tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p)
 
 
 @njit(**INLINE)
@@ -309,15 +420,16 @@ def _fill_tile32(out, ctl, p, vals, words, tile, last):
 @njit(**INLINE)
 def _fill_tile64(out, ctl, p, vals, words, tile, last):
     fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
-    _tile64(ctl[CTL_KIND], vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+    _tile64(ctl[CTL_KIND], vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+            ctl[CTL_S1], p)
     store64(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
 def _fill_tile(out, ctl, p, vals, words, tile, last):
     """Compute one tile and store its part of the fill (chosen by precision).
 
-    ``vals`` (TILE values) and ``words`` (TILE uint32 scratch) belong to
-    the calling thread."""
+    ``vals`` (TILE values, then TILE more as scratch) and ``words`` (TILE
+    uint32 scratch) belong to the calling thread."""
 
 
 @overload(_fill_tile, inline="always")
@@ -342,7 +454,7 @@ def fill_serial(out, ctl, p):
     offset = ctl[CTL_OFFSET]
     last = offset + np.uint64(out.size - 1)
     t_first = offset // TILE_U
-    vals = np.empty(TILE, p.dtype)
+    vals = np.empty(2 * TILE, p.dtype)
     words = np.empty(TILE, np.uint32)
     for t in range(np.int64(last // TILE_U - t_first) + 1):
         _fill_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
@@ -358,7 +470,7 @@ def fill_parallel(out, ctl, p):
     ntiles = np.int64(last // TILE_U - t_first) + 1
     nchunks = min(ntiles, np.int64(ctl[CTL_CHUNKS]))
     for c in prange(nchunks):
-        vals = np.empty(TILE, p.dtype)
+        vals = np.empty(2 * TILE, p.dtype)
         words = np.empty(TILE, np.uint32)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
             _fill_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)

@@ -1,6 +1,6 @@
 /*
  * fastinit_philox.cuh: Philox4x32-10 and the transforms of the stream
- * contract fastinit-philox v1 (docs/stream.md), for CUDA and plain C/C++.
+ * contract fastinit-philox v2 (docs/stream.md), for CUDA and plain C/C++.
  *
  * This is the C twin of kernels/philox.py and must stay bit-identical to
  * it: the same constants (same decimal digits), the same operations in the
@@ -23,7 +23,7 @@
  * All functions are inline and marked host+device by FASTINIT_HD.
  *
  * Names follow kernels/philox.py: philox4x32, log_f32, cossin2pi_f32,
- * erfinv_f32, bf16_bits, f16_bits, ... The contract's section numbers are
+ * erfinv_f32, erfcinv_far_f32, bf16_bits, f16_bits, ... The contract's section numbers are
  * given with each part.
  */
 #ifndef FASTINIT_PHILOX_CUH
@@ -506,11 +506,9 @@ FASTINIT_HD cossin_f64 cossin2pi_f64(fi_i64 k)
 #define ERFINV_SHIFT_B_F64 3.25
 #define ERFINV_SHIFT_C_F64 5.0
 
-/* erfinv(x) given t = (1 - x)(1 + x), which the caller may know better
- * (contract 4.3, 3.6). */
-FASTINIT_HD float erfinv_xt_f32(float x, float tt)
+/* erfinv(x) given w = -log((1 - x)(1 + x)) (contract 4.3). */
+FASTINIT_HD float erfinv_xw_f32(float x, float w)
 {
-    const float w = -log_f32(tt);
     float p, t;
     if (w < ERFINV_SPLIT_F32) {
         t = fi_subf(w, ERFINV_SHIFT_A_F32);
@@ -538,9 +536,8 @@ FASTINIT_HD float erfinv_xt_f32(float x, float tt)
     return fi_mulf(p, x);
 }
 
-FASTINIT_HD double erfinv_xt_f64(double x, double tt)
+FASTINIT_HD double erfinv_xw_f64(double x, double w)
 {
-    const double w = -log_f64(tt);
     double p, t;
     if (w < ERFINV_SPLIT1_F64) {
         t = fi_sub(w, ERFINV_SHIFT_A_F64);
@@ -609,6 +606,83 @@ FASTINIT_HD double erfinv_xt_f64(double x, double tt)
         p = fi_add(ERFINV_C16_F64, fi_mul(p, t));
     }
     return fi_mul(p, x);
+}
+
+/* erfinv(x) given t = (1 - x)(1 + x), which the caller may know better
+ * (contract 4.3, 3.6). */
+FASTINIT_HD float erfinv_xt_f32(float x, float tt)
+{
+    return erfinv_xw_f32(x, -log_f32(tt));
+}
+
+FASTINIT_HD double erfinv_xt_f64(double x, double tt)
+{
+    return erfinv_xw_f64(x, -log_f64(tt));
+}
+
+/* ---- the far tail (contract 4.4) ---------------------------------------------- */
+/* x > 0 with -log(2 erfc(x)) = w, for w beyond Giles' range (y = erfc(x) below
+ * 2^-24, 2^-53). u = x^2; S(x) = x sqrt(pi) exp(u) erfc(x) = 2u / D with D the
+ * even continued fraction D = v + 1 - 1*2 / (v + 5 - 3*4 / (v + 9 - ...)),
+ * v = 2u, of depth N = 3 (float32) or 6 (float64); then u - w = log(h) / 2 with
+ * h = 16 u / (pi D^2). First guess from the asymptotic expansion, then Newton
+ * steps (1 for float32, 2 for float64) on g(u) = u - w - log(h) / 2 with
+ * g'(u) ~ 1 + 1/(2u) - 1/(2u^2) + 5/(4u^3). */
+#define FAR_C0_F32 1.2732395447351627f     /* 4 / pi */
+#define FAR_K_F32 5.0929581789406507f      /* 16 / pi */
+#define FAR_D3_F32 1.25f
+#define FAR_C0_F64 1.2732395447351627
+#define FAR_K_F64 5.0929581789406507
+#define FAR_D3_F64 1.25
+
+FASTINIT_HD float far_step_f32(float u, float w)
+{
+    const float v = fi_addf(u, u);
+    float d, h, g, iu;
+    d = fi_addf(v, 13.0f);
+    d = fi_subf(fi_addf(v, 9.0f), fi_divf(30.0f, d));
+    d = fi_subf(fi_addf(v, 5.0f), fi_divf(12.0f, d));
+    d = fi_subf(fi_addf(v, 1.0f), fi_divf(2.0f, d));
+    h = fi_divf(fi_mulf(FAR_K_F32, fi_divf(u, d)), d);
+    g = fi_subf(fi_subf(u, w), fi_mulf(0.5f, log_f32(h)));
+    iu = fi_divf(1.0f, u);
+    return fi_subf(u, fi_divf(g, fi_addf(1.0f, fi_mulf(iu, fi_subf(0.5f, fi_mulf(iu,
+                   fi_subf(0.5f, fi_mulf(FAR_D3_F32, iu))))))));
+}
+
+FASTINIT_HD float erfcinv_far_f32(float w)
+{
+    const float a = fi_mulf(0.5f, log_f32(fi_divf(FAR_C0_F32, w)));
+    float u = fi_subf(fi_addf(w, a), fi_divf(fi_addf(a, 1.0f), fi_addf(w, w)));
+    u = far_step_f32(u, w);
+    return fi_sqrtf(u);
+}
+
+FASTINIT_HD double far_step_f64(double u, double w)
+{
+    const double v = fi_add(u, u);
+    double d, h, g, iu;
+    d = fi_add(v, 25.0);
+    d = fi_sub(fi_add(v, 21.0), fi_div(132.0, d));
+    d = fi_sub(fi_add(v, 17.0), fi_div(90.0, d));
+    d = fi_sub(fi_add(v, 13.0), fi_div(56.0, d));
+    d = fi_sub(fi_add(v, 9.0), fi_div(30.0, d));
+    d = fi_sub(fi_add(v, 5.0), fi_div(12.0, d));
+    d = fi_sub(fi_add(v, 1.0), fi_div(2.0, d));
+    h = fi_div(fi_mul(FAR_K_F64, fi_div(u, d)), d);
+    g = fi_sub(fi_sub(u, w), fi_mul(0.5, log_f64(h)));
+    iu = fi_div(1.0, u);
+    return fi_sub(u, fi_div(g, fi_add(1.0, fi_mul(iu, fi_sub(0.5, fi_mul(iu,
+                  fi_sub(0.5, fi_mul(FAR_D3_F64, iu))))))));
+}
+
+FASTINIT_HD double erfcinv_far_f64(double w)
+{
+    const double a = fi_mul(0.5, log_f64(fi_div(FAR_C0_F64, w)));
+    double u = fi_sub(fi_add(w, a), fi_div(fi_add(a, 1.0), fi_add(w, w)));
+    u = far_step_f64(u, w);
+    u = far_step_f64(u, w);
+    return fi_sqrt(u);
 }
 
 FASTINIT_HD float erfinv_f32(float x)
@@ -689,9 +763,12 @@ FASTINIT_HD normal_pair_f64 box_muller_f64(fi_u32 w0, fi_u32 w1, fi_u32 w2, fi_u
 
 /* truncated_normal(mean, std, a, b) (contract 3.6). Parameters (e0, de, mean,
  * ss, a, b, tail, sign): y = e0 + de * Um; in the central form (tail = 0)
- * x = y, clamped inside (-1, 1); in a tail form (tail = 1) y = 1 - |x| is
- * drawn directly (erfc space), clamped to [TINY, 1]; then
- * v = mean + ss * (erfinv * sign), clamped to [a, b] = [up(a), down(b)]. */
+ * x = y, clamped inside (-1, 1); in the tail form (tail = 1) y = 1 - |x| is
+ * drawn directly (erfc space), clamped to [TINY, 1], and inverted by Giles'
+ * polynomial, or by erfcinv_far where y < 2^-B (past the polynomial's range);
+ * in the far-tail form (tail = 2; (e0, de) hold (q0, w1)) q = q0 + (1 - q0) Um,
+ * clamped to [TINY, 1], is y / e1 and w = -log(2y) = w1 - log(q); then
+ * v = mean + ss * (z * sign), clamped to [a, b] = [up(a), down(b)]. */
 #define BELOW_ONE_F32 0.999999940395355224609375f     /* largest float below 1 */
 #define TINY_F32 1.17549435082228750797e-38f          /* smallest normal float */
 #define BELOW_ONE_F64 0.99999999999999988897769753748434595763683319091796875
@@ -700,13 +777,20 @@ FASTINIT_HD normal_pair_f64 box_muller_f64(fi_u32 w0, fi_u32 w1, fi_u32 w2, fi_u
 FASTINIT_HD float truncated_normal_f32(fi_u32 w, float e0, float de, float mean, float ss,
                                        float a, float b, float tail, float sign)
 {
-    float y = fi_addf(e0, fi_mulf(de, uniform_mid_from_bits_f32(w)));
-    float z, v;
-    if (tail > 0.0f) {
+    float y, z, v, lw;
+    if (tail > 1.0f) {
+        y = fi_addf(e0, fi_mulf(fi_subf(1.0f, e0), uniform_mid_from_bits_f32(w)));
         y = (y < TINY_F32) ? TINY_F32 : y;
         y = (y > 1.0f) ? 1.0f : y;
-        z = erfinv_xt_f32(fi_subf(1.0f, y), fi_mulf(y, fi_subf(2.0f, y)));
+        z = erfcinv_far_f32(fi_subf(de, log_f32(y)));
+    } else if (tail > 0.0f) {
+        y = fi_addf(e0, fi_mulf(de, uniform_mid_from_bits_f32(w)));
+        y = (y < TINY_F32) ? TINY_F32 : y;
+        y = (y > 1.0f) ? 1.0f : y;
+        lw = -log_f32(fi_mulf(y, fi_subf(2.0f, y)));
+        z = (y < TWO_M24_F32) ? erfcinv_far_f32(lw) : erfinv_xw_f32(fi_subf(1.0f, y), lw);
     } else {
+        y = fi_addf(e0, fi_mulf(de, uniform_mid_from_bits_f32(w)));
         y = (y < -BELOW_ONE_F32) ? -BELOW_ONE_F32 : y;
         y = (y > BELOW_ONE_F32) ? BELOW_ONE_F32 : y;
         z = erfinv_xt_f32(y, fi_mulf(fi_subf(1.0f, y), fi_addf(1.0f, y)));
@@ -720,13 +804,20 @@ FASTINIT_HD double truncated_normal_f64(fi_u32 lo_word, fi_u32 hi_word, double e
                                         double mean, double ss, double a, double b,
                                         double tail, double sign)
 {
-    double y = fi_add(e0, fi_mul(de, uniform_mid_from_bits_f64(lo_word, hi_word)));
-    double z, v;
-    if (tail > 0.0) {
+    double y, z, v, lw;
+    if (tail > 1.0) {
+        y = fi_add(e0, fi_mul(fi_sub(1.0, e0), uniform_mid_from_bits_f64(lo_word, hi_word)));
         y = (y < TINY_F64) ? TINY_F64 : y;
         y = (y > 1.0) ? 1.0 : y;
-        z = erfinv_xt_f64(fi_sub(1.0, y), fi_mul(y, fi_sub(2.0, y)));
+        z = erfcinv_far_f64(fi_sub(de, log_f64(y)));
+    } else if (tail > 0.0) {
+        y = fi_add(e0, fi_mul(de, uniform_mid_from_bits_f64(lo_word, hi_word)));
+        y = (y < TINY_F64) ? TINY_F64 : y;
+        y = (y > 1.0) ? 1.0 : y;
+        lw = -log_f64(fi_mul(y, fi_sub(2.0, y)));
+        z = (y < TWO_M53_F64) ? erfcinv_far_f64(lw) : erfinv_xw_f64(fi_sub(1.0, y), lw);
     } else {
+        y = fi_add(e0, fi_mul(de, uniform_mid_from_bits_f64(lo_word, hi_word)));
         y = (y < -BELOW_ONE_F64) ? -BELOW_ONE_F64 : y;
         y = (y > BELOW_ONE_F64) ? BELOW_ONE_F64 : y;
         z = erfinv_xt_f64(y, fi_mul(fi_sub(1.0, y), fi_add(1.0, y)));

@@ -1,5 +1,5 @@
 /*
- * fill.cu: the CUDA fill kernels of fastinit-philox v1 (docs/stream.md).
+ * fill.cu: the CUDA fill kernels of fastinit-philox v2 (docs/stream.md).
  *
  * One extern "C" kernel per distribution and output dtype:
  *
@@ -13,7 +13,7 @@
  * s0, s1   stream words: stream mod 2^32, stream >> 32
  * uniform  lo, d, floor, top, thr           (thr = 0: plain uniform)
  * normal   mean, std
- * trunc    e0, de, mean, ss, a, b, tail, sign
+ * trunc    e0, de, mean, ss, a, b, tail, sign   (far tail, tail = 2: q0, w1 in e0, de)
  * The parameters are in the compute type (float, or double for f64), made
  * by fastinit/_contract.py exactly as for the CPU kernels.
  *

@@ -14,7 +14,9 @@
 
 #include "fastinit_philox.cuh"
 
-/* kind: 0 uniform (incl. masked), 1 normal, 2 truncated normal;
+/* kind: 0 uniform (incl. masked), 1 normal, 2 truncated normal (every form of
+ * contract 3.6, the far tail included: truncated_normal_f32/f64 pick it by the
+ * parameters);
  * fmt: 0 float32, 1 bfloat16, 2 float16, 3 float64 (fastinit/_dispatch.py). */
 
 /* The float32 compute value of global element i. */
@@ -110,6 +112,7 @@ int fastinit_host_constants_f32(float* out)
         ERFINV_B5_F32, ERFINV_B6_F32, ERFINV_B7_F32, ERFINV_B8_F32,
         ERFINV_SPLIT_F32, ERFINV_SHIFT_A_F32, ERFINV_SHIFT_B_F32,
         BELOW_ONE_F32, TINY_F32,
+        FAR_C0_F32, FAR_K_F32, FAR_D3_F32,
     };
     int i;
     for (i = 0; i < (int)(sizeof c / sizeof c[0]); ++i) out[i] = c[i];
@@ -143,6 +146,7 @@ int fastinit_host_constants_f64(double* out)
         ERFINV_SPLIT1_F64, ERFINV_SPLIT2_F64, ERFINV_SHIFT_A_F64, ERFINV_SHIFT_B_F64,
         ERFINV_SHIFT_C_F64,
         BELOW_ONE_F64, TINY_F64,
+        FAR_C0_F64, FAR_K_F64, FAR_D3_F64,
     };
     int i;
     for (i = 0; i < (int)(sizeof c / sizeof c[0]); ++i) out[i] = c[i];

@@ -1,6 +1,6 @@
 """Philox4x32-10 and the transforms of the stream contract, for Numba.
 
-The one CPU definition of fastinit-philox v1 (docs/stream.md). Every value
+The one CPU definition of fastinit-philox v2 (docs/stream.md). Every value
 is a 32-bit word held in a uint64, so products are exact 64-bit integers
 and LLVM maps them to ``vpmuludq``; every float operation is one IEEE
 operation in float32 or float64, in the order the contract writes it.
@@ -325,9 +325,8 @@ def _horner_unrolled(coeffs, x):
 
 
 @njit(**INLINE)
-def erfinv_xt_f32(x, t):
-    """erfinv(x) given t = (1 - x)(1 + x), which the caller may know better."""
-    w = -log_f32(t)
+def erfinv_xw_f32(x, w):
+    """erfinv(x) given w = -log((1 - x)(1 + x))."""
     if w < ERFINV_SPLIT_F32:
         p = horner(ERFINV_A_F32, w - ERFINV_SHIFT_A_F32)
     else:
@@ -336,14 +335,25 @@ def erfinv_xt_f32(x, t):
 
 
 @njit(**INLINE)
+def erfinv_xt_f32(x, t):
+    """erfinv(x) given t = (1 - x)(1 + x), which the caller may know better."""
+    return erfinv_xw_f32(x, -log_f32(t))
+
+
+@njit(**INLINE)
 def erfinv_xt_f64(x, t):
-    """erfinv(x) given t = (1 - x)(1 + x), which the caller may know better.
+    """erfinv(x) given t = (1 - x)(1 + x), which the caller may know better."""
+    return erfinv_xw_f64(x, -log_f64(t))
+
+
+@njit(**INLINE)
+def erfinv_xw_f64(x, w):
+    """erfinv(x) given w = -log((1 - x)(1 + x)).
 
     All three forms are evaluated and one is selected, with no branch, so
     the tile loops vectorize (with branches LLVM kept them scalar, 7x
     slower).
     """
-    w = -log_f64(t)
     r = np.sqrt(w)
     pa = horner(ERFINV_A_F64, w - ERFINV_SHIFT_A_F64)
     pb = horner(ERFINV_B_F64, r - ERFINV_SHIFT_B_F64)
@@ -354,6 +364,77 @@ def erfinv_xt_f64(x, t):
     if w < ERFINV_SPLIT1_F64:
         p = pa
     return p * x
+
+
+# --- the far tail: erfc(x) = exp(-w) / 2 for w beyond Giles' range (contract 4.4) ---
+# -log(2 erfc(x)) = u + log(x sqrt(pi) / 2) - log(S) with u = x^2 and
+# S = x sqrt(pi) exp(x^2) erfc(x) = v / D, v = 2u, D the even continued fraction
+# D = v + 1 - 1*2 / (v + 5 - 3*4 / (v + 9 - 5*6 / (v + 13 - ...))), so
+# u - w = log(h) / 2 with h = 16 u / (pi D^2). A first guess from the
+# asymptotic expansion, then Newton steps on g(u) = u - w - log(h) / 2 with
+# g'(u) ~ 1 + 1/(2u) - 1/(2u^2) + 5/(4u^3); x = sqrt(u).
+FAR_C0_F32 = F32("1.2732395447351627")      # 4 / pi
+FAR_K_F32 = F32("5.0929581789406507")       # 16 / pi
+FAR_D3_F32 = F32(1.25)
+FAR_C0_F64 = F64("1.2732395447351627")
+FAR_K_F64 = F64("5.0929581789406507")
+FAR_D3_F64 = F64(1.25)
+# (4k - 3, (2k - 1) 2k) for k = N .. 1, and the innermost 4N + 1:
+# N = 3 for float32, 6 for float64
+FAR_CF_F32 = tuple((F32(4 * k - 3), F32((2 * k - 1) * 2 * k)) for k in range(3, 0, -1))
+FAR_CF0_F32 = F32(13.0)
+FAR_CF_F64 = tuple((F64(4 * k - 3), F64((2 * k - 1) * 2 * k)) for k in range(6, 0, -1))
+FAR_CF0_F64 = F64(25.0)
+
+
+@njit(**INLINE)
+def _far_step_f32(u, w):
+    v = u + u
+    d = v + FAR_CF0_F32
+    (c3, n3), (c2, n2), (c1, n1) = FAR_CF_F32
+    d = (v + c3) - n3 / d
+    d = (v + c2) - n2 / d
+    d = (v + c1) - n1 / d
+    h = (FAR_K_F32 * (u / d)) / d
+    g = (u - w) - HALF_F32 * log_f32(h)
+    iu = ONE_F32 / u
+    return u - g / (ONE_F32 + iu * (HALF_F32 - iu * (HALF_F32 - FAR_D3_F32 * iu)))
+
+
+@njit(**INLINE)
+def erfcinv_far_f32(w):
+    """x > 0 with -log(2 erfc(x)) = w, for w > 15.9 (y = erfc(x) < 2^-24)."""
+    a = HALF_F32 * log_f32(FAR_C0_F32 / w)
+    u = (w + a) - (a + ONE_F32) / (w + w)
+    u = _far_step_f32(u, w)
+    return np.sqrt(u)
+
+
+@njit(**INLINE)
+def _far_step_f64(u, w):
+    v = u + u
+    d = v + FAR_CF0_F64
+    (c6, n6), (c5, n5), (c4, n4), (c3, n3), (c2, n2), (c1, n1) = FAR_CF_F64
+    d = (v + c6) - n6 / d
+    d = (v + c5) - n5 / d
+    d = (v + c4) - n4 / d
+    d = (v + c3) - n3 / d
+    d = (v + c2) - n2 / d
+    d = (v + c1) - n1 / d
+    h = (FAR_K_F64 * (u / d)) / d
+    g = (u - w) - HALF_F64 * log_f64(h)
+    iu = ONE_F64 / u
+    return u - g / (ONE_F64 + iu * (HALF_F64 - iu * (HALF_F64 - FAR_D3_F64 * iu)))
+
+
+@njit(**INLINE)
+def erfcinv_far_f64(w):
+    """x > 0 with -log(2 erfc(x)) = w, for w > 36.0 (y = erfc(x) < 2^-53)."""
+    a = HALF_F64 * log_f64(FAR_C0_F64 / w)
+    u = (w + a) - (a + ONE_F64) / (w + w)
+    u = _far_step_f64(u, w)
+    u = _far_step_f64(u, w)
+    return np.sqrt(u)
 
 
 @njit(**INLINE)

@@ -1,4 +1,4 @@
-"""A slow, plain-NumPy reference of the stream contract (docs/stream.md, v1).
+"""A slow, plain-NumPy reference of the stream contract (docs/stream.md, v2).
 
 Nothing here uses Numba or calls fastinit's own algorithms: every rule of the
 contract is re-implemented on NumPy arrays, in the order the contract writes
@@ -14,7 +14,9 @@ it, so that the tests can compare the kernels against it bit for bit.
   contract's decimal literals or exact fractions, correctly rounded.
 
 Public API: :func:`philox4x32`, :func:`blocks`, :func:`words`,
-:func:`params`, :func:`reference`.
+:func:`params`, :func:`reference`. ``reference(..., version=1)`` gives what
+fastinit-philox v1 drew (no far-tail inversion, section 8), for the tests
+that pin v2 to v1 wherever v1 was right.
 """
 
 import math
@@ -137,6 +139,7 @@ class _Consts:
             self.erfinv = (tuple(ERFINV_A_F32), tuple(ERFINV_B_F32))
             self.erfinv_split = (t(5.0),)
             self.erfinv_shift = (t(2.5), t(3.0))
+            self.far_depth, self.far_steps = 3, 1
         else:
             self.B = 53
             self.sqrt2 = round_exact("1.4142135623730951", t)
@@ -149,6 +152,16 @@ class _Consts:
             self.erfinv = (tuple(ERFINV_A_F64), tuple(ERFINV_B_F64), tuple(ERFINV_C_F64))
             self.erfinv_split = (t(6.25), t(16.0))
             self.erfinv_shift = (t(3.125), t(3.25), t(5.0))
+            self.far_depth, self.far_steps = 6, 2
+        # section 4.4: 4 / pi, 16 / pi and 5/4; the continued fraction's terms
+        # (4k - 3, (2k - 1) 2k), k = N .. 1, and its innermost 4N + 1
+        self.far_c0 = round_exact("1.2732395447351627", t)
+        self.far_k = round_exact("5.0929581789406507", t)
+        self.far_d3 = round_exact("1.25", t)
+        n = self.far_depth
+        self.far_cf = [(t(4 * k - 3), t((2 * k - 1) * 2 * k)) for k in range(n, 0, -1)]
+        self.far_cf0 = t(4 * n + 1)
+        self.far_y = t(2.0 ** -(24 if t is F32 else 53))      # 2^-B
         # S_n = (-1)^n / (2n+1)!, n = 1..nsin; C_n = (-1)^n / (2n)!, n = 2..ncos
         self.S = [round_exact(Fraction((-1) ** n, _factorial(2 * n + 1)), t)
                   for n in range(1, nsin + 1)]
@@ -283,6 +296,28 @@ def erfinv(x, tt=None):
     return out
 
 
+# --- section 4.4: the far tail ---------------------------------------------------------
+def erfcinv_far(w):
+    """x with -log(2 erfc(x)) = w, for w past Giles' range, elementwise, in w's type."""
+    w = np.asarray(w)
+    t = w.dtype.type
+    c = CONSTS[t]
+    a = c.half * log(c.far_c0 / w)
+    u = (w + a) - (a + c.one) / (w + w)
+    for _ in range(c.far_steps):
+        v = u + u
+        d = v + c.far_cf0
+        for off, num in c.far_cf:
+            d = (v + off) - num / d
+        h = (c.far_k * (u / d)) / d
+        g = (u - w) - c.half * log(h)
+        iu = c.one / u
+        u = u - g / (c.one + iu * (c.half - iu * (c.half - c.far_d3 * iu)))
+    out = np.sqrt(u)
+    assert out.dtype == t
+    return out
+
+
 # --- section 3.2: parameters --------------------------------------------------------
 def rn(x, t):
     return t(x)
@@ -290,6 +325,8 @@ def rn(x, t):
 
 def up(x, t):
     """Smallest t >= x."""
+    if math.isinf(x):
+        return t(x)
     v = t(x)
     while float(v) < x:
         v = np.nextafter(v, t(np.inf))
@@ -300,6 +337,8 @@ def up(x, t):
 
 def down(x, t):
     """Largest t <= x."""
+    if math.isinf(x):
+        return t(x)
     v = t(x)
     while float(v) > x:
         v = np.nextafter(v, t(-np.inf))
@@ -342,9 +381,38 @@ def params(dist, t, **kw):
         else:                     # around the mean, erf space
             tail, sign, e0, e1 = 0, 1, math.erf(alpha / r2), math.erf(beta / r2)
         e0, e1 = rn(e0, t), rn(e1, t)
-        return dict(e0=e0, de=e1 - e0, mean=rn(mean, t), ss=rn(std * r2, t),
-                    a=up(a, t), b=down(b, t), tail=tail, sign=t(sign))
+        out = dict(e0=e0, de=e1 - e0, mean=rn(mean, t), ss=rn(std * r2, t),
+                   a=up(a, t), b=down(b, t), tail=tail, sign=t(sign))
+        if tail and e1 < CONSTS[t].far_y and kw.get("version", 2) == 2:
+            # far-tail form: near and far bound in standard deviations
+            near, far = (alpha, beta) if sign > 0 else (-beta, -alpha)
+            w1, q0 = _far_terms(near, far, (b - a) / std)
+            out.update(tail=2, q0=rn(q0, t), w1=rn(w1, t))
+        return out
     raise ValueError(f"unknown distribution {dist!r}")
+
+
+def _log_s(x):
+    """log S(x) in float64 (section 3.6): S = v / D, v = 2 x^2, D the even
+    continued fraction of erfc with 24 levels, innermost v + 97."""
+    v = 2.0 * x * x
+    d = v + 97.0
+    for k in range(24, 0, -1):
+        d = v + float(4 * k - 3) - float((2 * k - 1) * (2 * k)) / d
+    return math.log(v / d)
+
+
+def _far_terms(near, far, width):
+    """(w1, q0) of the far-tail form in float64, as section 3.6 writes them."""
+    xn = near / math.sqrt(2)
+    w1 = xn * xn + math.log(xn * math.sqrt(math.pi) / 2.0) - _log_s(xn)
+    if far == math.inf:
+        return w1, 0.0
+    xf, dx = far / math.sqrt(2), width / math.sqrt(2)
+    sq = dx * (xf + xn)
+    if not sq <= 800.0:
+        return w1, 0.0
+    return w1, math.exp(-(sq + math.log1p(dx / xn) - (_log_s(xf) - _log_s(xn))))
 
 
 # --- the elements ---------------------------------------------------------------------
@@ -361,9 +429,9 @@ def _check_all(v, t):
     return v
 
 
-def values(dist, n, t, seed, stream, offset, **kw):
+def values(dist, n, t, seed, stream, offset, version=2, **kw):
     """The compute-type values of elements ``offset .. offset + n - 1``."""
-    p = params(dist, t, **kw)
+    p = params(dist, t, version=version, **kw)
     c = CONSTS[t]
     if dist in ("uniform", "masked_uniform"):
         k = uniform_ints(seed, stream, offset, n, t)
@@ -385,11 +453,21 @@ def values(dist, n, t, seed, stream, offset, **kw):
         return _check_all(pair[start:start + n], t)
     if dist == "truncated_normal":
         k = uniform_ints(seed, stream, offset, n, t)
-        y = p["e0"] + p["de"] * Um(k, t)
-        if p["tail"]:
-            y = np.minimum(np.maximum(y, t(np.finfo(t).tiny)), c.one)
-            z = erfinv(c.one - y, y * (t(2) - y))
+        tiny = t(np.finfo(t).tiny)
+        if p["tail"] == 2:        # far tail: q = y / e1, w = -log(2y) = w1 - log(q)
+            q = p["q0"] + (c.one - p["q0"]) * Um(k, t)
+            q = np.minimum(np.maximum(q, tiny), c.one)
+            z = erfcinv_far(p["w1"] - log(q))
+        elif p["tail"]:
+            y = p["e0"] + p["de"] * Um(k, t)
+            y = np.minimum(np.maximum(y, tiny), c.one)
+            tt = y * (t(2) - y)
+            z = erfinv(c.one - y, tt)
+            if version == 2:      # past Giles' range: section 4.4
+                far = y < c.far_y
+                z[far] = erfcinv_far(-log(tt[far]))
         else:
+            y = p["e0"] + p["de"] * Um(k, t)
             below_one = np.nextafter(c.one, t(0))
             y = np.minimum(np.maximum(y, -below_one), below_one)
             z = erfinv(y)
@@ -399,10 +477,14 @@ def values(dist, n, t, seed, stream, offset, **kw):
     raise ValueError(f"unknown distribution {dist!r}")
 
 
-def reference(dist, n, dtype, seed, stream, offset, **kw):
-    """What a fill of ``n`` elements of ``dtype`` at ``offset`` must hold (section 3)."""
+def reference(dist, n, dtype, seed, stream, offset, version=2, **kw):
+    """What a fill of ``n`` elements of ``dtype`` at ``offset`` must hold (section 3).
+
+    ``version=1``: what fastinit-philox v1 drew (its tail form had no far-tail
+    inversion and no far-tail form)."""
     dtype = DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
     if int(offset) + n > U64:
         raise ValueError("offset + n past 2**64")
-    v = values(dist, n, compute_type(dtype), int(seed), int(stream), int(offset), **kw)
+    v = values(dist, n, compute_type(dtype), int(seed), int(stream), int(offset),
+               version=version, **kw)
     return v.astype(dtype)       # half types: float32 rounded to nearest even (section 5)

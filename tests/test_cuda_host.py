@@ -15,6 +15,7 @@ device is refused with a clear error.
 """
 
 import ctypes
+import math
 import os
 import shutil
 import subprocess
@@ -56,6 +57,24 @@ CASES = {
                          lambda t: C.truncated_normal_params(1.0, 0.5, 3.0, 4.0, t)),
     "trunc_lower_tail": ("trunc", fi.truncated_normal, dict(mean=0.0, std=2.0, a=-9.0, b=-0.5),
                          lambda t: C.truncated_normal_params(0.0, 2.0, -9.0, -0.5, t)),
+    # far tails (contract v2): elements past 2^-B in the tail form (float32
+    # [5, 9], float64 [7.5, 40]); the far-tail form in log space (float32
+    # [8, 9], both types [-41, -40]); infinite bounds
+    "trunc_tail_mixed": ("trunc", fi.truncated_normal, dict(mean=0.0, std=1.0, a=5.0, b=9.0),
+                         lambda t: C.truncated_normal_params(0.0, 1.0, 5.0, 9.0, t)),
+    "trunc_far_upper": ("trunc", fi.truncated_normal, dict(mean=0.0, std=1.0, a=8.0, b=9.0),
+                        lambda t: C.truncated_normal_params(0.0, 1.0, 8.0, 9.0, t)),
+    "trunc_far_lower": ("trunc", fi.truncated_normal,
+                        dict(mean=0.0, std=1.0, a=-41.0, b=-40.0),
+                        lambda t: C.truncated_normal_params(0.0, 1.0, -41.0, -40.0, t)),
+    "trunc_one_sided": ("trunc", fi.truncated_normal,
+                        dict(mean=0.5, std=2.0, a=-math.inf, b=-15.0),
+                        lambda t: C.truncated_normal_params(0.5, 2.0, -math.inf, -15.0, t)),
+    "trunc_f64_mixed": ("trunc", fi.truncated_normal, dict(mean=0.0, std=1.0, a=7.5, b=40.0),
+                        lambda t: C.truncated_normal_params(0.0, 1.0, 7.5, 40.0, t)),
+    "trunc_unbounded": ("trunc", fi.truncated_normal,
+                        dict(mean=0.0, std=1.0, a=-math.inf, b=math.inf),
+                        lambda t: C.truncated_normal_params(0.0, 1.0, -math.inf, math.inf, t)),
     # float32 subnormal values (no flush to zero anywhere): bfloat16 keeps them too
     "uniform_subnormal": ("uniform", fi.uniform, dict(low=-3e-39, high=5e-39),
                           lambda t: C.uniform_params(-3e-39, 5e-39, 0.0, t)),
@@ -188,11 +207,12 @@ def test_constants_match_philox_py(host):
     f32 = [P.TWO_M24, P.LOG_SQRT2_F32, P.LOG_LN2_HI_F32, P.LOG_LN2_LO_F32, *P.LOG_L_F32,
            P.PIO2_F32, P.SC_X_F32, *P.SIN_F32, *P.COS_F32, *P.ERFINV_A_F32, *P.ERFINV_B_F32,
            P.ERFINV_SPLIT_F32, P.ERFINV_SHIFT_A_F32, P.ERFINV_SHIFT_B_F32,
-           cpu.BELOW_ONE_F32, cpu.TINY_F32]
+           cpu.BELOW_ONE_F32, cpu.TINY_F32, P.FAR_C0_F32, P.FAR_K_F32, P.FAR_D3_F32]
     f64 = [P.TWO_M53, P.LOG_SQRT2_F64, P.LOG_LN2_HI_F64, P.LOG_LN2_LO_F64, *P.LOG_L_F64,
            P.PIO2_F64, P.SC_X_F64, *P.SIN_F64, *P.COS_F64, *P.ERFINV_A_F64, *P.ERFINV_B_F64,
            *P.ERFINV_C_F64, P.ERFINV_SPLIT1_F64, P.ERFINV_SPLIT2_F64, P.ERFINV_SHIFT_A_F64,
-           P.ERFINV_SHIFT_B_F64, P.ERFINV_SHIFT_C_F64, cpu.BELOW_ONE_F64, cpu.TINY_F64]
+           P.ERFINV_SHIFT_B_F64, P.ERFINV_SHIFT_C_F64, cpu.BELOW_ONE_F64, cpu.TINY_F64,
+           P.FAR_C0_F64, P.FAR_K_F64, P.FAR_D3_F64]
     for want, dtype, fn in ((f32, np.float32, host.fastinit_host_constants_f32),
                             (f64, np.float64, host.fastinit_host_constants_f64)):
         got = np.zeros(256, dtype)

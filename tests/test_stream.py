@@ -281,6 +281,52 @@ def test_truncated_normal_deep_tail_resolution(a, b):
     assert np.sum(v == np.float32(a)) + np.sum(v == np.float32(b)) < 20
 
 
+# Far tails (contract v2: 3.6 and 4.4): tail forms with elements past 2^-B
+# (float32 [5, 9], float64 [7.5, 40]), the far-tail form in log space (float32
+# [8, 9]; [-41, -40], whose mass underflows even float64), infinite bounds, and
+# a mean far outside [a, b].
+FAR_TAILS = [dict(mean=0.0, std=1.0, a=5.0, b=9.0),
+             dict(mean=0.0, std=1.0, a=8.0, b=9.0),
+             dict(mean=0.0, std=1.0, a=-41.0, b=-40.0),
+             dict(mean=0.0, std=1.0, a=0.0, b=float("inf")),
+             dict(mean=0.5, std=2.0, a=float("-inf"), b=-15.0),
+             dict(mean=10.0, std=1.0, a=-2.0, b=2.0),
+             dict(mean=0.0, std=1.0, a=float("-inf"), b=float("inf")),
+             dict(mean=0.0, std=1.0, a=7.5, b=40.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_far_tail_fills_match_reference(dtype):
+    for i, p in enumerate(FAR_TAILS):
+        seed, stream, offset, n = CASES[i % len(CASES)]
+        n = min(n, 200_003)
+        got = fill("truncated_normal", n, dtype, seed, stream, offset, **p)
+        want = naive.reference("truncated_normal", n, dtype, seed, stream, offset, **p)
+        assert_same_bits(got, want, f"truncated_normal {dtype} seed={seed} stream={stream} "
+                                    f"offset={offset} n={n} {p}")
+
+
+@pytest.mark.parametrize("p", [FAR_TAILS[0], FAR_TAILS[1], FAR_TAILS[7]],
+                         ids=["5-9", "8-9", "7.5-40"])
+@pytest.mark.parametrize("dtype", ("float32", "float64"))
+def test_far_tail_subranges_and_threads(dtype, p):
+    """The far elements of a tile are gathered, redone and scattered back:
+    a slice, a view and another thread count give the same values."""
+    seed, stream = 99, 2 ** 40 + 3
+    full = fill("truncated_normal", N_FULL, dtype, seed, stream, 0, **p)
+    for a, b in SLICES:
+        part = fill("truncated_normal", b - a, dtype, seed, stream, a, **p)
+        assert_same_bits(part, full[a:b], f"{dtype} {p} [{a}:{b}]")
+    if _max_threads() >= 2:
+        before = numba.get_num_threads()
+        try:
+            numba.set_num_threads(1)
+            one = fill("truncated_normal", N_FULL, dtype, seed, stream, 0, **p)
+        finally:
+            numba.set_num_threads(before)
+        assert_same_bits(one, full, f"{dtype} {p} 1 thread")
+
+
 # --- 3. invariance ---------------------------------------------------------------
 N_FULL = 2 ** 17 + 3                                   # takes the parallel path
 SLICES = [(1, 2), (3, 4101), (2047, 2049), (4097, N_FULL - 2), (N_FULL - 3, N_FULL)]

@@ -184,7 +184,9 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None, *,
     """Fill ``tensor`` with N(mean, std^2) restricted to [a, b], as torch's ``trunc_normal_``.
 
     ``a`` and ``b`` are absolute bounds; fastinit draws by inverse CDF, never by
-    rejection. Warns as torch when ``mean`` is more than 2 std outside [a, b].
+    rejection. As torch, ``a = -inf`` / ``b = inf`` are one-sided bounds, and a
+    mean more than 2 std outside [a, b] warns, then samples (correctly, however
+    far out [a, b] lies: docs/stream.md 3.6).
 
     Parameters
     ----------
