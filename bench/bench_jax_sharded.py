@@ -40,7 +40,7 @@ IMPLS = ("jax", "fastinit", "callback")
 
 
 # --- one measurement, in a fresh process -------------------------------------------------
-def child(impl, init_name, sharding, reps, model, layers=2):
+def child(impl, init_name, sharding, reps, model, layers=2, n=N):
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     t_import = time.perf_counter()
@@ -83,9 +83,9 @@ def child(impl, init_name, sharding, reps, model, layers=2):
             @nn.compact
             def __call__(self, x):
                 for i in range(layers):        # lecun_normal, normal(0.02), lecun_normal, ...
-                    x = nn.Dense(N, kernel_init=(k1, k2)[i % 2])(x)
+                    x = nn.Dense(n, kernel_init=(k1, k2)[i % 2])(x)
                 return x
-        m, x = Model(), jnp.ones((1, N))
+        m, x = Model(), jnp.ones((1, n))
         shapes = jax.eval_shape(m.init, key, x)
         shardings = jax.tree.map(
             lambda a: out if a.ndim == 2 or spec is None else
@@ -97,7 +97,7 @@ def child(impl, init_name, sharding, reps, model, layers=2):
 
         def two(k):
             a, b = jax.random.split(k)
-            return init(a, (N, N), jnp.float32), init(b, (N, N), jnp.float32)
+            return init(a, (n, n), jnp.float32), init(b, (n, n), jnp.float32)
         fn = jax.jit(two, out_shardings=(out, out))
         args = (key,)
     start = time.perf_counter()
@@ -122,12 +122,12 @@ def cpu_busy():
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(impl, init_name, sharding, procs, reps, model, layers):
+def measure(impl, init_name, sharding, procs, reps, model, layers, n):
     colds, warms = [], []
     for _ in range(procs):
         proc = subprocess.run(
             [sys.executable, __file__, "--child", impl, init_name, sharding, str(reps),
-             "--layers", str(layers)] + (["--model"] if model else []),
+             "--layers", str(layers), "--size", str(n)] + (["--model"] if model else []),
             capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"{impl} {init_name} {sharding}: {proc.stderr[-2000:]}")
@@ -140,6 +140,7 @@ def measure(impl, init_name, sharding, procs, reps, model, layers):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=3, help="fresh processes per case")
+    parser.add_argument("--size", type=int, default=N, help="n of the n x n weights")
     parser.add_argument("--reps", type=int, default=5, help="warm calls per process")
     parser.add_argument("--inits", default=",".join(INITS))
     parser.add_argument("--shardings", default=",".join(SHARDINGS))
@@ -155,7 +156,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.child:
         impl, init_name, sharding, reps = args.child
-        child(impl, init_name, sharding, int(reps), args.model, args.layers)
+        child(impl, init_name, sharding, int(reps), args.model, args.layers, args.size)
         return 0
 
     cases = [(i, s) for i in args.inits.split(",") for s in args.shardings.split(",")]
@@ -165,11 +166,11 @@ def main(argv=None):
         cases += [("model", s) for s in args.shardings.split(",")]
     impls = args.impls.split(",")
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "layers": args.layers,
+            "layers": args.layers, "size": args.size,
             "procs": args.procs, "reps": args.reps, "loadavg_before": os.getloadavg(),
             "python": platform.python_version()}
     rows = []
-    print(f"2 x {N} x {N} float32 on 4 CPU devices; cold = first call in a fresh process "
+    print(f"2 x {args.size} x {args.size} float32 on 4 CPU devices; cold = first call in a fresh process "
           f"(median of {args.procs}), warm = median of {args.procs} x {args.reps} calls")
     head = "".join(f"{impl + ' cold':>15}{impl + ' warm':>15}" for impl in impls)
     print(f"{'case':28}{head}   jax/fi cold  jax/fi warm   others")
@@ -180,7 +181,7 @@ def main(argv=None):
         for impl in impls:
             row[impl] = measure(impl, init_name if init_name != "model" else "normal",
                                 sharding, args.procs, args.reps, init_name == "model",
-                                args.layers)
+                                args.layers, args.size)
         busy1, own1 = cpu_busy(), os.times()
         # CPU that processes other than ours and our children kept busy, in cores
         ours = (own1.children_user + own1.children_system + own1.user + own1.system
