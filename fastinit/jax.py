@@ -353,8 +353,25 @@ def _call_id(init, shape, dt):
     return cid
 
 
+_kernels_lock = threading.Lock()
+_kernels_loaded = False
+
+
+def _load_kernels():
+    """Import the CPU backend and its kernels once, under a lock. XLA runs the devices'
+    handlers on several threads at once, and first imports racing on several threads
+    can meet a partially initialized module (CPython's import-deadlock avoidance)."""
+    global _kernels_loaded
+    with _kernels_lock:
+        if not _kernels_loaded:
+            public_fill("normal", (0.0, 1.0), empty(2, "float32"), seed=0, stream=0, offset=0)
+            _kernels_loaded = True
+
+
 def _ffi_fill(frame):
     """The FFI handler: fill this device's tile of the call's array."""
+    if not _kernels_loaded:
+        _load_kernels()
     init, shape, dt = _by_id[frame.attr_u64("call")]
     out = frame.result(0)
     seed, stream = _seed_stream_of(frame.arg(0))
