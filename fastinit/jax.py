@@ -336,15 +336,16 @@ def sharded(init, shape, sharding, *, seed, stream=0, dtype=None):
 # into XLA's output buffer: no host copy, no full array anywhere.
 _TARGET = "fastinit_fill"
 _AXIS = "fastinit_shard"
-_calls = {}            # (init, shape, dtype name) -> call id (the FFI attribute)
+_calls = {}            # (id(init), shape, dtype name) -> call id (the FFI attribute)
 _by_id = []            # call id -> (init, shape, dtype)
 _calls_lock = threading.Lock()
 
 
 def _call_id(init, shape, dt):
     """A process-wide id for (init, shape, dtype); the registry keeps ``init`` alive, since
-    a compiled program may outlive the Python objects it was traced from."""
-    key = (init, shape, dt.name)
+    a compiled program may outlive the Python objects it was traced from (and so the
+    object's id is never reused while it is a key here)."""
+    key = (id(init), shape, dt.name)
     with _calls_lock:
         cid = _calls.get(key)
         if cid is None:
