@@ -86,7 +86,7 @@ def fill_runs(kind, args, rows, index, run, offsets, *, seed, stream):
     compute = np.float64 if spec.compute == "float64" else np.float32
     params = _params(kind, args, compute)
     C.check_range(int(np.max(offsets)), run)
-    from .kernels import cpu as kernels
+    from .kernels.cpu import fills as kernels
     bits = rows.view(spec.bits)
     ctl = C.ctl_words(seed, stream, 0, spec.fmt, 1, KINDS[_KERNEL_KIND[kind]])
     fill_serial = kernels.fill_serial

@@ -1,5 +1,6 @@
-"""fastinit's compute kernels: Numba CPU kernels and the CUDA sources.
+"""fastinit's compute code, installed as ``fastinit.kernels``.
 
-Installed as ``fastinit.kernels``. ``philox`` holds the one Numba definition
-of the generator and the transforms; ``cpu`` the fill kernels built on it.
+``_abi`` is the host/kernel interface, defined once; ``cpu/`` holds the Numba
+kernels and ``cuda/`` the CUDA header and kernels (compiled at run time by
+``fastinit.backends.cuda``).
 """

@@ -26,7 +26,7 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 
-from fastinit.kernels.philox import (ERFINV_A_F32, ERFINV_A_F64, ERFINV_B_F32,
+from fastinit.kernels.cpu.philox import (ERFINV_A_F32, ERFINV_A_F64, ERFINV_B_F32,
                                      ERFINV_B_F64, ERFINV_C_F64)
 
 F32, F64 = np.float32, np.float64

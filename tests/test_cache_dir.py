@@ -3,7 +3,7 @@
 A container image, a shared site-packages or a non-root user: Numba finds
 no writable cache directory of its own and, unhelped, refuses to build a
 ``cache=True`` kernel ("no locator available"). fastinit's locator
-(kernels/_config.py) then uses a private temporary directory, or compiles
+(kernels/cpu/_config.py) then uses a private temporary directory, or compiles
 in memory, and honours ``NUMBA_CACHE_DIR`` first.
 
 The scenarios run for real: the installed package (``fastinit/`` and its
@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import fastinit as fi
-from fastinit.kernels import _config
+from fastinit.kernels.cpu import _config
 
 N, SEED = 3001, 20240611
 
@@ -53,7 +53,7 @@ if cfg["tempdir"]:
     tempfile.tempdir = cfg["tempdir"]     # as if no temporary directory were writable
 import numpy as np
 import fastinit as fi
-from fastinit.kernels import _config
+from fastinit.kernels.cpu import _config
 probe = os.path.join(_config.KERNELS_DIR, "write-probe")
 try:
     open(probe, "w").close()
@@ -67,7 +67,7 @@ if not cfg["fill"]:
     sys.exit()
 a = np.empty(cfg["n"], np.float64)
 fi.uniform(a, -2.0, 3.0, seed=cfg["seed"])
-from fastinit.kernels import cpu
+from fastinit.kernels.cpu import fills as cpu
 stats = cpu.fill_serial.stats
 impl = getattr(cpu.fill_serial._cache, "_impl", None)
 loc = impl._locator if impl is not None else None
@@ -119,7 +119,8 @@ def world(tmp_path_factory):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(os.path.dirname(os.path.abspath(fi.__file__)), pkg / "fastinit", ignore=ignore)
     shutil.rmtree(pkg / "fastinit" / "kernels", ignore_errors=True)
-    shutil.copytree(_config.KERNELS_DIR, pkg / "fastinit" / "kernels", ignore=ignore)
+    shutil.copytree(os.path.dirname(_config.KERNELS_DIR), pkg / "fastinit" / "kernels",
+                    ignore=ignore)
     dirs = {name: top / name for name in ("home", "ro_home", "cache_dir", "ro_cache_dir",
                                           "tmp_cache_dir", "tmp_home", "tmp", "ro_tmp")}
     for d in dirs.values():

@@ -14,7 +14,7 @@ import pytest
 # fastinit chooses Numba's threading layer when its kernel config is imported;
 # do that before this module asks Numba for threads, or Numba starts its own
 # default layer for the whole test session
-import fastinit.kernels._config  # noqa: F401,E402
+import fastinit.kernels.cpu._config  # noqa: F401,E402
 from fastinit import cli
 from fastinit.cli import bench
 from fastinit.cli.bench import measure, system

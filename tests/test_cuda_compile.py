@@ -1,13 +1,13 @@
 """The CUDA sources compile cleanly, with no GPU needed.
 
-- kernels/fill.cu compiles to PTX for sm_80 and sm_90 with nvcc, warnings
+- kernels/cuda/fill.cu compiles to PTX for sm_80 and sm_90 with nvcc, warnings
   as errors, when nvcc is on PATH; so does the exact text fastinit/backends/cuda.py
   hands NVRTC (the header inlined); the PTX has every kernel, no fused
   multiply-add and no flush-to-zero, whatever -fmad says; ptxas finds no
   spills or local memory;
 - the same text compiles with NVRTC through CuPy (fastinit.backends.cuda.build_binary)
   when CuPy and NVRTC are installed;
-- kernels/fastinit_philox.cuh compiles as C99 and as C++ with
+- kernels/cuda/fastinit_philox.cuh compiles as C99 and as C++ with
   -Wall -Wextra -Werror.
 """
 
@@ -19,7 +19,7 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = os.path.join(ROOT, "kernels")
+KERNELS = os.path.join(ROOT, "kernels", "cuda")
 FILL = os.path.join(KERNELS, "fill.cu")
 ENTRIES = {f"fastinit_{k}_{d}" for k in ("uniform", "normal", "trunc")
            for d in ("f32", "bf16", "f16", "f64")} | {"fastinit_selfcheck"}

@@ -304,8 +304,8 @@ def _curand_kernel():
 
 def test_philox_words_equal_curand():
     from fastinit.backends import cuda
-    from fastinit.kernels.philox import philox4x32
-    with open(os.path.join(ROOT, "kernels", "fastinit_philox.cuh")) as f:
+    from fastinit.kernels.cpu.philox import philox4x32
+    with open(os.path.join(ROOT, "kernels", "cuda", "fastinit_philox.cuh")) as f:
         header = f.read()
     # integer operations only, so CuPy's -ftz=true does not matter here
     ours = cupy.RawModule(code=header + HEADER_SRC, options=cuda.OPTIONS)

@@ -1,8 +1,8 @@
 """The CUDA header and kernels, checked on the CPU against the Numba kernels.
 
-No GPU is needed: ``kernels/fastinit_philox.cuh`` is compiled with the
-system C compiler into ``kernels/host_fill.c`` (element by element, from the
-global index alone), and ``kernels/fill.cu`` is compiled as plain C++, where
+No GPU is needed: ``kernels/cuda/fastinit_philox.cuh`` is compiled with the
+system C compiler into ``tests/c/host_fill.c`` (element by element, from the
+global index alone), and ``kernels/cuda/fill.cu`` is compiled as plain C++, where
 its kernel bodies run as emulated threads (block by block, grid-stride, with
 the vector stores). Both must equal ``fi.uniform``, ``fi.masked_uniform``,
 ``fi.normal`` and ``fi.truncated_normal`` bit for bit; the parameters come
@@ -27,10 +27,10 @@ import pytest
 
 import fastinit as fi
 from fastinit import _contract as C
-from fastinit.kernels import philox as P
+from fastinit.kernels.cpu import philox as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = os.path.join(ROOT, "kernels")
+KERNELS = os.path.join(ROOT, "kernels", "cuda")
 KAT = os.path.join(ROOT, "tests", "kat_vectors.txt")
 CFLAGS = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
 U64 = 2 ** 64
@@ -107,10 +107,10 @@ def _build(args):
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    """kernels/host_fill.c (the header, element by element) through ctypes."""
+    """tests/c/host_fill.c (the header, element by element) through ctypes."""
     out = str(tmp_path_factory.mktemp("cuda_host") / "host_fill.so")
     _build([_compiler("cc"), "-std=c99", *CFLAGS, "-I", KERNELS,
-            os.path.join(KERNELS, "host_fill.c"), "-o", out, "-lm"])
+            os.path.join(ROOT, "tests", "c", "host_fill.c"), "-o", out, "-lm"])
     lib = ctypes.CDLL(out)
     u32, u64, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p
     lib.fastinit_host_fill.argtypes = [ctypes.c_int, ctypes.c_int, ptr, u64, u64,
@@ -127,7 +127,7 @@ def host(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
-    """kernels/fill.cu compiled as C++: the kernel bodies as emulated threads."""
+    """kernels/cuda/fill.cu compiled as C++: the kernel bodies as emulated threads."""
     out = str(tmp_path_factory.mktemp("cuda_emu") / "fill_emulated.so")
     _build([_compiler("c++"), "-std=c++11", *CFLAGS, "-x", "c++",
             os.path.join(KERNELS, "fill.cu"), "-o", out])
@@ -202,8 +202,8 @@ def test_known_answers(host):
 
 
 def test_constants_match_philox_py(host):
-    """Every constant of the header has the bits of kernels/philox.py's."""
-    from fastinit.kernels import cpu
+    """Every constant of the header has the bits of kernels/cpu/philox.py's."""
+    from fastinit.kernels.cpu import fills as cpu
     f32 = [P.TWO_M24, P.LOG_SQRT2_F32, P.LOG_LN2_HI_F32, P.LOG_LN2_LO_F32, *P.LOG_L_F32,
            P.PIO2_F32, P.SC_X_F32, *P.SIN_F32, *P.COS_F32, *P.ERFINV_A_F32, *P.ERFINV_B_F32,
            P.ERFINV_SPLIT_F32, P.ERFINV_SHIFT_A_F32, P.ERFINV_SHIFT_B_F32,

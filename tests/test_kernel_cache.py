@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 import fastinit as fi
-from fastinit.kernels import _config, cpu
+from fastinit.kernels.cpu import _config
+from fastinit.kernels.cpu import fills as cpu
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,3 +57,14 @@ def test_digest_changes_with_any_kernel_source(tmp_path):
     (tmp_path / "extra.py").write_text("")
     assert _config.sources_digest(str(tmp_path)) != d0
 
+
+
+def test_digest_follows_the_abi(tmp_path):
+    """The kernels compile kernels/_abi.py's integers in: an edit there recompiles them."""
+    abi = tmp_path / "_abi.py"
+    text = open(_config.ABI_FILE).read()
+    abi.write_text(text)
+    d0 = _config.sources_digest(shared=(str(abi),))
+    assert d0 == _config.sources_digest()
+    abi.write_text(text.replace("CTL_WORDS = 8", "CTL_WORDS = 9"))
+    assert _config.sources_digest(shared=(str(abi),)) != d0

@@ -33,3 +33,15 @@ def test_every_package_is_listed():
 def test_package_dirs_exist():
     for name, folder in _config()["package-dir"].items():
         assert os.path.isfile(os.path.join(ROOT, folder, "__init__.py")), name
+
+
+def test_package_data_globs_match_the_cuda_sources():
+    import glob
+    dirs = _config()["package-dir"]
+    matched = set()
+    for package, patterns in _config()["package-data"].items():
+        for pattern in patterns:
+            hits = glob.glob(os.path.join(ROOT, dirs[package], pattern))
+            assert hits, (package, pattern)
+            matched.update(os.path.basename(h) for h in hits)
+    assert {"fill.cu", "fastinit_philox.cuh"} <= matched

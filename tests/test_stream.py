@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fastinit as fi
-from fastinit.kernels import philox as kphilox
+from fastinit.kernels.cpu import philox as kphilox
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

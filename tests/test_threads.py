@@ -17,7 +17,7 @@ import pytest
 
 import fastinit as fi
 from fastinit.backends import cpu as cpu_backend
-from fastinit.kernels import _config
+from fastinit.kernels.cpu import _config
 
 BIG = 1 << 18                     # well past cpu_backend.PARALLEL_MIN: the parallel path
 TIMEOUT = 60.0
@@ -210,7 +210,7 @@ def test_workqueue_fallback_serializes_threads():
     still give serial bytes from concurrent threads instead of aborting."""
     script = textwrap.dedent(f"""
         import hashlib, threading, numpy as np, numba, fastinit as fi
-        from fastinit.kernels import _config
+        from fastinit.kernels.cpu import _config
         assert not _config.THREAD_SAFE, _config.THREADING_LAYER
         def fill(seed):
             return fi.normal(np.empty({BIG}, np.float32), seed=seed)
@@ -242,7 +242,7 @@ def test_explicit_tbb_request_is_honoured():
         pytest.skip("TBB is not available here")
     script = textwrap.dedent(f"""
         import numpy as np, numba, fastinit as fi
-        from fastinit.kernels import _config
+        from fastinit.kernels.cpu import _config
         fi.normal(np.empty({BIG}, np.float32), seed=1)
         print(numba.threading_layer(), _config.THREAD_SAFE)
     """)

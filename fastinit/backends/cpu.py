@@ -115,8 +115,8 @@ def _load():
     """The Numba kernels, imported on the first CPU fill (Numba's setup is not free)."""
     global _kernels, _config
     if _kernels is None:
-        from ..kernels import _config as config   # picks the threading layer first
-        from ..kernels import cpu
+        from ..kernels.cpu import _config as config   # picks the threading layer first
+        from ..kernels.cpu import fills as cpu
         _config, _kernels = config, cpu
     return _kernels
 

@@ -3,7 +3,7 @@
 Nothing here runs at ``import fastinit``: the dispatcher imports this module
 when a buffer says it lives on a CUDA device, and CuPy is imported only then.
 
-- **Build.** ``kernels/fill.cu``, with ``kernels/fastinit_philox.cuh``
+- **Build.** ``kernels/cuda/fill.cu``, with ``kernels/cuda/fastinit_philox.cuh``
   inlined in place of its ``#include`` (:func:`kernel_source`), is compiled
   by NVRTC (``cupy.cuda.nvrtc``) with :data:`OPTIONS`: no fused
   multiply-add, no flush of subnormals, IEEE division and square root, to a
@@ -95,9 +95,9 @@ def parse_device(device):
 
 # --- source and modules ---------------------------------------------------------------
 def kernel_dir():
-    """The folder holding fill.cu and the header (in the package ``fastinit.kernels``)."""
+    """The folder holding fill.cu and the header (``cuda/`` of ``fastinit.kernels``)."""
     from .. import kernels
-    return os.path.dirname(os.path.abspath(kernels.__file__))
+    return os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), "cuda")
 
 
 @functools.lru_cache(maxsize=None)
@@ -203,7 +203,7 @@ def _module_file(cupy, arch):
     return path
 
 
-SELFCHECK = [2, 3, 1, 0, 0x80000001]     # kernels/fill.cu, fastinit_selfcheck
+SELFCHECK = [2, 3, 1, 0, 0x80000001]     # kernels/cuda/fill.cu, fastinit_selfcheck
 
 
 def _selfcheck(cupy, module):

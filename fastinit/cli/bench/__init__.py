@@ -122,7 +122,7 @@ def resolve_config(args, parser):
     # fastinit picks Numba's threading layer (TBB when it can) on import of its
     # kernel config; that must happen before anything asks Numba for threads,
     # or Numba starts its default layer instead
-    import fastinit.kernels._config  # noqa: F401
+    import fastinit.kernels.cpu._config  # noqa: F401
     quick = bool(args.quick)
     cfg = {
         "sizes": list(args.sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)),

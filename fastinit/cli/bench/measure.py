@@ -216,7 +216,7 @@ def run_bench(cfg, log=None):
     import numba
 
     import fastinit as fi
-    import fastinit.kernels._config  # noqa: F401  (before any Numba thread call)
+    import fastinit.kernels.cpu._config  # noqa: F401  (before any Numba thread call)
     from fastinit.backends.cpu import PARALLEL_MIN
     started = time.time()
     log = log or (lambda msg: None)

@@ -31,7 +31,7 @@ def probe(n, threads):
     import numba
 
     import fastinit as fi
-    import fastinit.kernels._config  # noqa: F401  (fastinit's threading layer first)
+    import fastinit.kernels.cpu._config  # noqa: F401  (fastinit's threading layer first)
     from fastinit.backends.cpu import PARALLEL_MIN
 
     from .system import rss_now

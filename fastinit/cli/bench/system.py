@@ -56,7 +56,7 @@ def dist_version(name):
 def machine_info(threads, peers):
     import numba
 
-    from fastinit.kernels import _config
+    from fastinit.kernels.cpu import _config
     try:
         layer = numba.threading_layer()
     except ValueError:                          # no parallel kernel has run yet

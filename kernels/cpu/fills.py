@@ -16,6 +16,8 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_KIND, CTL_OFFSET, CTL_S0,
+                    CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_UNIFORM)
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
@@ -24,7 +26,6 @@ from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
 
 TILE = 2048                  # elements per tile: a multiple of 4
 TILE_U = np.uint64(TILE)
-FMT_F32, FMT_BF16, FMT_F16, FMT_F64 = 0, 1, 2, 3
 ZERO_F32 = F32(0.0)
 HALF_F32, HALF_F64 = F32(0.5), F64(0.5)
 ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
@@ -373,8 +374,6 @@ def store64(out, fmt, dst, vals, src, count):
         o[e] = f64_bits(v[e])
 
 
-CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_CHUNKS, CTL_KIND = range(8)
-KIND_UNIFORM, KIND_NORMAL, KIND_TRUNC = 0, 1, 2
 
 
 @njit(**INLINE)

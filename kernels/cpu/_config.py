@@ -47,17 +47,21 @@ _OPTIONS = dict(fastmath=False, nogil=True, error_model="numpy")
 
 
 KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+# the host/kernel interface: the kernels compile its integers in as constants
+ABI_FILE = os.path.join(os.path.dirname(KERNELS_DIR), "_abi.py")
 
 
-def sources_digest(directory=KERNELS_DIR):
-    """BLAKE2b of the ``.py`` files of ``directory`` (names and contents)."""
+def sources_digest(directory=KERNELS_DIR, shared=(ABI_FILE,)):
+    """BLAKE2b of the ``.py`` files of ``directory`` and of the ``shared``
+    files (names and contents)."""
     h = hashlib.blake2b(digest_size=16)
-    for name in sorted(os.listdir(directory)):
-        if name.endswith(".py"):
-            h.update(name.encode() + b"\0")
-            with open(os.path.join(directory, name), "rb") as f:
-                h.update(f.read())
-            h.update(b"\0")
+    paths = [os.path.join(directory, n) for n in sorted(os.listdir(directory))
+             if n.endswith(".py")] + list(shared)
+    for path in paths:
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
     return h.hexdigest()
 
 

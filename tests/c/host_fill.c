@@ -1,14 +1,14 @@
 /*
  * host_fill.c: the CUDA header's transforms on the host, element by element,
  * for the tests (tests/test_cuda_host.py builds it with the system C compiler
- * and loads it with ctypes). Not part of the installed package's runtime.
+ * and loads it with ctypes).
  *
  * Unlike the kernels (fill.cu), which walk Philox blocks, this file computes
  * each element from its global index alone, as docs/stream.md section 3
  * states it: an independent check of the kernels' block/lane mapping.
  *
  * Build: cc -std=c99 -O2 -ffp-contract=off -fno-fast-math -shared -fPIC
- *        -I kernels kernels/host_fill.c -o host_fill.so -lm
+ *        -I kernels/cuda tests/c/host_fill.c -o host_fill.so -lm
  */
 #include <stdint.h>
 
@@ -17,7 +17,7 @@
 /* kind: 0 uniform (incl. masked), 1 normal, 2 truncated normal (every form of
  * contract 3.6, the far tail included: truncated_normal_f32/f64 pick it by the
  * parameters);
- * fmt: 0 float32, 1 bfloat16, 2 float16, 3 float64 (fastinit/_dispatch.py). */
+ * fmt: 0 float32, 1 bfloat16, 2 float16, 3 float64 (kernels/_abi.py). */
 
 /* The float32 compute value of global element i. */
 static float element_f32(int kind, uint64_t i, uint32_t k0, uint32_t k1, uint32_t s0,

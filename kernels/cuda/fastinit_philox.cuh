@@ -2,7 +2,7 @@
  * fastinit_philox.cuh: Philox4x32-10 and the transforms of the stream
  * contract fastinit-philox v2 (docs/stream.md), for CUDA and plain C/C++.
  *
- * This is the C twin of kernels/philox.py and must stay bit-identical to
+ * This is the C twin of kernels/cpu/philox.py and must stay bit-identical to
  * it: the same constants (same decimal digits), the same operations in the
  * same order. Every floating-point operation below is one IEEE-754
  * operation rounded to nearest even, with no fused multiply-add and no
@@ -22,7 +22,7 @@
  * (which has no standard headers: nothing below needs one on the device).
  * All functions are inline and marked host+device by FASTINIT_HD.
  *
- * Names follow kernels/philox.py: philox4x32, log_f32, cossin2pi_f32,
+ * Names follow kernels/cpu/philox.py: philox4x32, log_f32, cossin2pi_f32,
  * erfinv_f32, erfcinv_far_f32, bf16_bits, f16_bits, ... The contract's section numbers are
  * given with each part.
  */
@@ -304,7 +304,7 @@ FASTINIT_HD double log_f64(double x)
 /* ---- sin2pi / cos2pi (contract 4.2) ------------------------------------------ */
 /* PIO2 rounded to T, then scaled exactly by 2^-(B-2). S_n = (-1)^n/(2n+1)!,
  * C_n = (-1)^n/(2n)!, each the double quotient rounded to T, as
- * kernels/philox.py computes them. */
+ * kernels/cpu/philox.py computes them. */
 #define PIO2_F32 1.5707963267948966f
 #define PIO2_F64 1.5707963267948966
 #define SC_X_F32 (PIO2_F32 * 2.384185791015625e-07f)          /* * 2^-22, exact */
