@@ -20,6 +20,10 @@ calls, and the ratios jax / fastinit (above 1: fastinit is faster) and
 callback / fastinit. The ``--model`` option adds the flax model itself
 (``jax.jit(m.init, out_shardings=...)``), jax.nn vs fastinit initializers;
 ``--layers`` gives it more Dense layers and ``--model-only`` runs only it.
+``--keras`` adds a Keras 3 Sequential of ``--layers`` Dense layers built
+under ``keras.distribution.ModelParallel`` on the JAX backend (kernels
+laid out by the case's sharding; ``single``: no distribution), Keras's own
+initializers in the ``jax`` column against ``fastinit.keras``.
 
 Usage: ``python bench/bench_jax_sharded.py [--procs 3] [--reps 5] [--json out.json]``
 """
@@ -43,6 +47,7 @@ IMPLS = ("jax", "fastinit", "callback")
 def child(impl, init_name, sharding, reps, model, layers=2, n=N):
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ["KERAS_BACKEND"] = "jax"
     t_import = time.perf_counter()
     import jax
     import jax.numpy as jnp
@@ -61,7 +66,7 @@ def child(impl, init_name, sharding, reps, model, layers=2, n=N):
                                      vmap_method="sequential")
         fj._traced = host_callback
     lib = jax.nn.initializers if impl == "jax" else fj
-    make = {"lecun_normal": lambda: lib.lecun_normal(), "normal": lambda: lib.normal(0.02),
+    make = {"keras": None, "lecun_normal": lambda: lib.lecun_normal(), "normal": lambda: lib.normal(0.02),
             "truncated_normal": lambda: lib.truncated_normal(0.02)}[init_name]
 
     flat = np.array(jax.devices())
@@ -74,7 +79,9 @@ def child(impl, init_name, sharding, reps, model, layers=2, n=N):
         out = NamedSharding(Mesh(flat.reshape((2, 2) if len(names) == 2 else (4,)), names),
                             pspec)
     key = jax.random.key(0)
-    if model:
+    if init_name == "keras":
+        pass
+    elif model:
         import flax.linen as nn
         k1 = lib.lecun_normal()
         k2 = lib.normal(0.02)
@@ -100,6 +107,8 @@ def child(impl, init_name, sharding, reps, model, layers=2, n=N):
             return init(a, (n, n), jnp.float32), init(b, (n, n), jnp.float32)
         fn = jax.jit(two, out_shardings=(out, out))
         args = (key,)
+    if init_name == "keras":                    # Keras 3, JAX backend, ModelParallel
+        fn, args = _keras_build(impl, out, spec, layers, n), ()
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     cold = time.perf_counter() - start
@@ -110,6 +119,28 @@ def child(impl, init_name, sharding, reps, model, layers=2, n=N):
         jax.block_until_ready(fn(*args))
         warm.append(time.perf_counter() - start)
     print(json.dumps({"cold": cold, "warm": warm, "import": imported}))
+
+
+def _keras_build(impl, out, spec, layers, n):
+    """A builder of a Keras Sequential of Dense layers under keras.distribution.ModelParallel
+    whose kernels take the case's sharding (``jax``: Keras's own initializers)."""
+    import keras
+    import fastinit.keras as fk
+    dist = keras.distribution
+    if spec is not None:
+        names, pspec = spec
+        mesh = dist.DeviceMesh(out.mesh.devices.shape, list(names), dist.list_devices()[:4])
+        layout_map = dist.LayoutMap(mesh)
+        layout_map[".*kernel"] = tuple(pspec) + (None,) * (2 - len(tuple(pspec)))
+        dist.set_distribution(dist.ModelParallel(layout_map=layout_map))
+    lib = keras.initializers if impl == "jax" else fk
+
+    def build():
+        inits = (lib.LecunNormal(seed=1), lib.RandomNormal(stddev=0.02, seed=2))
+        model = keras.Sequential([keras.Input((n,))] + [
+            keras.layers.Dense(n, kernel_initializer=inits[i % 2]) for i in range(layers)])
+        return [w.value for w in model.weights]
+    return build
 
 
 # --- the table -----------------------------------------------------------------------------
@@ -151,6 +182,9 @@ def main(argv=None):
                         help="Dense layers of the flax model (the issue's has 2)")
     parser.add_argument("--model-only", action="store_true",
                         help="only the flax model")
+    parser.add_argument("--keras", action="store_true",
+                        help="also a Keras model under ModelParallel (JAX backend): "
+                             "keras.initializers (the jax column) vs fastinit.keras")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -164,6 +198,8 @@ def main(argv=None):
         cases, args.model = [], True
     if args.model:
         cases += [("model", s) for s in args.shardings.split(",")]
+    if args.keras:
+        cases += [("keras", s) for s in args.shardings.split(",")]
     impls = args.impls.split(",")
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "layers": args.layers, "size": args.size,
@@ -179,6 +215,8 @@ def main(argv=None):
         own0 = os.times()
         row = {"init": init_name, "sharding": sharding}
         for impl in impls:
+            if impl == "callback" and init_name == "keras":
+                continue
             row[impl] = measure(impl, init_name if init_name != "model" else "normal",
                                 sharding, args.procs, args.reps, init_name == "model",
                                 args.layers, args.size)
@@ -190,7 +228,8 @@ def main(argv=None):
         row["other_processes_cores"] = (None if busy0 is None else
                                         max(0.0, (busy1 - busy0) - ours) / wall)
         rows.append(row)
-        cells = "".join(f"{1e3 * row[i][0]:13.0f}ms{1e3 * row[i][1]:13.0f}ms" for i in impls)
+        cells = "".join(f"{1e3 * row[i][0]:13.0f}ms{1e3 * row[i][1]:13.0f}ms" if i in row
+                        else f"{'-':>15}{'-':>15}" for i in impls)
         ratio = ""
         if "jax" in row and "fastinit" in row:
             ratio = (f"{row['jax'][0] / row['fastinit'][0]:12.2f}x"
