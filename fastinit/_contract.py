@@ -138,11 +138,9 @@ def check_real(name, value, infinite=False):
         value = float(value)
     except OverflowError:
         raise ValueError(f"{name} must be finite, got an integer past the float range") from None
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number, got {value}")
-    if not math.isfinite(value) and not infinite:
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+    if math.isfinite(value) or (infinite and not math.isnan(value)):
+        return value
+    raise ValueError(f"{name} must be {'a number' if infinite else 'finite'}, got {value}")
 
 
 def rn(x, t):
@@ -279,11 +277,10 @@ def truncated_normal_reach(mean, std, a, b, t):
     if math.isfinite(a) and math.isfinite(b):
         return a, b
     p = truncated_normal_params(mean, std, a, b, t)
-    tiny = float(np.finfo(t).tiny)
-    w = -math.log(2.0 * tiny)
-    if p[6] > 1:                                   # far-tail form: w <= w1 - log(2^-B)
-        w = float(p[1]) + 53 * math.log(2.0) + 1.0
-    z = math.sqrt(2.0 * w) * std
+    w = -math.log(2.0 * float(np.finfo(t).tiny))   # y >= TINY: w = -log(2y) at most
+    if p[6] > 1:                                   # far-tail form: q >= about 2^-B
+        w = float(p[1]) - math.log(FAR_Y[t]) + 1.0
+    z = math.sqrt(2.0 * w) * std                   # x^2 <= w, z = sqrt2 x
     return (a if math.isfinite(a) else mean - z), (b if math.isfinite(b) else mean + z)
 
 
