@@ -66,7 +66,8 @@ def child(impl, init_name, sharding, reps, model, layers=2, n=N):
                                      vmap_method="sequential")
         fj._traced = host_callback
     lib = jax.nn.initializers if impl == "jax" else fj
-    make = {"keras": None, "lecun_normal": lambda: lib.lecun_normal(), "normal": lambda: lib.normal(0.02),
+    make = {"keras": None, "lecun_normal": lambda: lib.lecun_normal(),
+            "normal": lambda: lib.normal(0.02),
             "truncated_normal": lambda: lib.truncated_normal(0.02)}[init_name]
 
     flat = np.array(jax.devices())
@@ -193,7 +194,7 @@ def main(argv=None):
         child(impl, init_name, sharding, int(reps), args.model, args.layers, args.size)
         return 0
 
-    cases = [(i, s) for i in args.inits.split(",") for s in args.shardings.split(",")]
+    cases = [(i, s) for i in args.inits.split(",") if i for s in args.shardings.split(",")]
     if args.model_only:
         cases, args.model = [], True
     if args.model:
@@ -206,8 +207,9 @@ def main(argv=None):
             "procs": args.procs, "reps": args.reps, "loadavg_before": os.getloadavg(),
             "python": platform.python_version()}
     rows = []
-    print(f"2 x {args.size} x {args.size} float32 on 4 CPU devices; cold = first call in a fresh process "
-          f"(median of {args.procs}), warm = median of {args.procs} x {args.reps} calls")
+    print(f"2 x {args.size} x {args.size} float32 on 4 CPU devices; cold = first call in a "
+          f"fresh process (median of {args.procs}), warm = median of {args.procs} x "
+          f"{args.reps} calls")
     head = "".join(f"{impl + ' cold':>15}{impl + ' warm':>15}" for impl in impls)
     print(f"{'case':28}{head}   jax/fi cold  jax/fi warm   others")
     for init_name, sharding in cases:
