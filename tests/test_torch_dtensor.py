@@ -314,7 +314,14 @@ def _spawn(world, names, monkeypatch):
     import torch.multiprocessing as mp
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(world, free_port(), names), nprocs=world, join=True)
+    for attempt in range(3):
+        try:
+            mp.spawn(_worker, args=(world, free_port(), names), nprocs=world, join=True)
+            return
+        except mp.ProcessRaisedException as exc:
+            # the free port can be taken by another process before rank 0 binds it
+            if attempt == 2 or "address already in use" not in str(exc).lower():
+                raise
 
 
 def test_dtensor_world_2(monkeypatch):
