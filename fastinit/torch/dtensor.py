@@ -3,7 +3,8 @@
 The local shard of ``Shard``/``Replicate`` placements is a block of the full
 tensor (:func:`local_block`); :func:`block_fill` draws that block by global
 element offsets, so it holds exactly the same slice of a single-process
-fill. docs/torch.md, section 4.
+fill. On a device in ``views.ROW_FILL_DEVICES`` (CUDA) a column shard is one
+row-strided fill. docs/torch.md, section 4.
 """
 
 import math
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import _contract
+from . import views
 from .views import overlap_error
 
 # When a local row misses fewer than this many elements of its global row,
@@ -117,6 +119,14 @@ def block_fill(buf, gshape, starts, lshape, draw, seed, stream):
         base = (base[:, None] + (starts[d] + np.arange(lshape[d], dtype=np.int64))
                 * gstride[d]).reshape(-1)
     flat = buf.view(rows, row_len)
+    if buf.device.type in views.ROW_FILL_DEVICES:
+        # One row-strided fill per run of rows that are global_row apart (all
+        # rows, unless a dimension between 0 and k is split too).
+        from ..backends.cuda import RowsOf
+        cuts = [0, *(np.flatnonzero(np.diff(base) != global_row) + 1).tolist(), rows]
+        for r0, r1 in zip(cuts[:-1], cuts[1:]):
+            draw(RowsOf(flat[r0:r1], global_row), int(base[r0]) + col0, seed, stream)
+        return
     if global_row - row_len < SPAN_SLACK:
         # Whole global rows into a temporary, the local columns copied out:
         # rows along dim k-1 are consecutive, global_row apart.

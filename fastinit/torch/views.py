@@ -2,13 +2,18 @@
 
 A contiguous tensor goes to the core fill as it is; a non-contiguous view is
 drawn into a small contiguous scratch, band by band, and copied in, so it
-gets the values of a contiguous tensor of its shape. Expanded and
-self-overlapping views are refused. docs/torch.md, section 1.
+gets the values of a contiguous tensor of its shape. On a device in
+:data:`ROW_FILL_DEVICES` (CUDA), a view whose elements are rows of
+contiguous elements at one stride (``w[:, a:b]``, a slice of the last
+dimensions) is filled in place by one row-strided fill instead
+(``fastinit.backends.cuda.RowsOf``). Expanded and self-overlapping views
+are refused. docs/torch.md, section 1.
 """
 
 import torch
 
 SCRATCH_ELEMENTS = 1 << 18     # a non-contiguous view is filled this much at a time
+ROW_FILL_DEVICES = ("cuda",)   # devices whose backend fills a row-strided view in one launch
 
 
 def overlap_error(t):
@@ -65,6 +70,35 @@ def _fill_through_scratch(t, draw, seed, stream):
         t[r0:r1].copy_(tmp)
 
 
+def rows_of(t):
+    """(rows, cols, row stride) when ``t``'s elements are ``rows`` runs of ``cols``
+    contiguous elements, ``row stride`` apart, in row-major order (its dimensions
+    collapse to 2-D with a last stride of 1); else None."""
+    dims = [(n, st) for n, st in zip(t.shape, t.stride()) if n != 1]
+    if len(dims) < 2 or dims[-1][1] != 1:
+        return None
+    cols, rows = dims[-1][0], dims[-2][0]
+    ld = dims[-2][1]
+    for (n, st), (n_in, st_in) in zip(dims[-3::-1], dims[-2::-1]):
+        if st != n_in * st_in:
+            return None
+        rows *= n
+    return rows, cols, ld
+
+
+def _row_fill(t):
+    """``t`` as a 2-D view for one row-strided fill (``RowsOf``), or None."""
+    if t.device.type not in ROW_FILL_DEVICES or t.is_neg() or t.is_conj() or (
+            t.is_inference() and not torch.is_inference_mode_enabled()):
+        return None                       # left to the scratch path and torch's own checks
+    geometry = rows_of(t)
+    if geometry is None:
+        return None
+    rows, cols, ld = geometry
+    from ..backends.cuda import RowsOf
+    return RowsOf(t.as_strided((rows, cols), (ld, 1)))
+
+
 def fill_view(tensor, draw, seed, stream, fn):
     """Run ``draw(buf, offset, seed, stream)`` over the plain tensor ``tensor``.
 
@@ -79,6 +113,10 @@ def fill_view(tensor, draw, seed, stream, fn):
         err = overlap_error(t)
         if err is not None:
             raise ValueError(f"fastinit.torch.{fn}: {err}")
-        _fill_through_scratch(t, draw, seed, stream)
+        rows = _row_fill(t)
+        if rows is not None:
+            draw(rows, 0, seed, stream)
+        else:
+            _fill_through_scratch(t, draw, seed, stream)
     bump_version(tensor)
     return tensor
