@@ -96,7 +96,11 @@ def calculate_gain(nonlinearity, param=None):
             slope = C.check_real("negative_slope", param)
         else:
             raise ValueError(f"negative_slope {param!r} is not a valid number")
-        return math.sqrt(2.0 / (1 + slope ** 2))
+        if abs(slope) < 1e150:
+            return math.sqrt(2.0 / (1 + slope ** 2))
+        # slope ** 2 would overflow (torch raises OverflowError); 1 + slope**2 rounds
+        # to slope**2 long before, so this is the same value
+        return math.sqrt(2.0) / abs(slope)
     if nonlinearity == "selu":
         return 3.0 / 4
     raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")

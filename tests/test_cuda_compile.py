@@ -21,8 +21,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KERNELS = os.path.join(ROOT, "kernels", "cuda")
 FILL = os.path.join(KERNELS, "fill.cu")
-ENTRIES = {f"fastinit_{k}_{d}" for k in ("uniform", "normal", "trunc")
-           for d in ("f32", "bf16", "f16", "f64")} | {"fastinit_selfcheck"}
+# every kind and format, flat and row-strided (the _rows kernels), and the self-check
+ENTRIES = {f"fastinit_{k}_{d}{shape}" for k in ("uniform", "normal", "trunc")
+           for d in ("f32", "bf16", "f16", "f64") for shape in ("", "_rows")} | {
+               "fastinit_selfcheck"}
 
 USE_HEADER = r"""
 #include "fastinit_philox.cuh"

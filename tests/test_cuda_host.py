@@ -1,32 +1,43 @@
 """The CUDA header and kernels, checked on the CPU against the Numba kernels.
 
-No GPU is needed: ``kernels/cuda/fastinit_philox.cuh`` is compiled with the
-system C compiler into ``tests/c/host_fill.c`` (element by element, from the
-global index alone), and ``kernels/cuda/fill.cu`` is compiled as plain C++, where
-its kernel bodies run as emulated threads (block by block, grid-stride, with
-the vector stores). Both must equal ``fi.uniform``, ``fi.masked_uniform``,
-``fi.normal`` and ``fi.truncated_normal`` bit for bit; the parameters come
-from ``fastinit._contract`` exactly as the Numba path gets them, so the
-comparison checks the kernels, not the host rounding.
+No GPU is needed:
 
-The last part checks the CUDA path's Python side where no GPU is present:
-``import fastinit`` does not import CuPy, and a CUDA buffer without CuPy or a
-device is refused with a clear error.
+- ``kernels/cuda/fastinit_philox.cuh`` is compiled with the system C compiler
+  into ``tests/c/host_fill.c`` (element by element, from the global index
+  alone);
+- ``kernels/cuda/fill.cu``'s ``__global__`` kernels are compiled as host C++
+  through ``tests/c/cuda_host_shim.h`` (``tests/cuda_harness.py``): a launch
+  runs every (block, thread) of its grid, grid-stride loops, vector stores
+  and the ``__*_rn`` intrinsics included, and every store is checked for
+  alignment and counted per element, so a test sees each element written
+  exactly once and the guard elements around the buffer never.
+
+Both must equal ``fi.uniform``, ``fi.masked_uniform``, ``fi.normal`` and
+``fi.truncated_normal`` (the Numba kernels) bit for bit; the parameters come
+from ``fastinit._contract`` exactly as the Numba path gets them, so the
+comparison checks the kernels, not the host rounding. The launch geometry
+is the CUDA backend's own (``fastinit.backends.cuda.launch_grid``, and the
+backend itself on a fake CuPy for grids of 1, 2, 3, 7 and 31 blocks).
+:func:`test_planted_bugs_are_caught` shows that an off-by-one in a tail
+store, a stride that ignores ``gridDim`` and a row stride taken as the row
+length make these checks fail.
 """
 
 import ctypes
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import ml_dtypes
 import numpy as np
 import pytest
 
 import fastinit as fi
+from cuda_harness import (FakeCudaArray, FakeCupy, assert_same, assert_written_once, build,
+                          build_shim, compiler, install, poisoned)
 from fastinit import _contract as C
+from fastinit.backends import cuda
+from fastinit.kernels import _abi
 from fastinit.kernels.cpu import philox as P
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,14 +46,13 @@ KAT = os.path.join(ROOT, "tests", "kat_vectors.txt")
 CFLAGS = ["-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
 U64 = 2 ** 64
 
-DTYPES = {  # name -> (dtype, compute type, fmt code of fastinit/_dispatch.py)
-    "float32": (np.float32, np.float32, 0),
-    "bfloat16": (ml_dtypes.bfloat16, np.float32, 1),
-    "float16": (np.float16, np.float32, 2),
-    "float64": (np.float64, np.float64, 3),
+DTYPES = {  # name -> (dtype, compute type, fmt code of kernels/_abi.py)
+    "float32": (np.float32, np.float32, _abi.FMT_F32),
+    "bfloat16": (ml_dtypes.bfloat16, np.float32, _abi.FMT_BF16),
+    "float16": (np.float16, np.float32, _abi.FMT_F16),
+    "float64": (np.float64, np.float64, _abi.FMT_F64),
 }
-KIND = {"uniform": 0, "normal": 1, "trunc": 2}
-
+KIND = dict(_abi.KINDS)
 # id -> (kernel, public fill, its keyword parameters, the host parameter arrays)
 CASES = {
     "uniform": ("uniform", fi.uniform, dict(low=-0.3, high=0.7),
@@ -92,25 +102,15 @@ WHERE = [
 ]
 
 
+
+
 # --- building ------------------------------------------------------------------------
-def _compiler(name):
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"no {name} on PATH")
-    return path
-
-
-def _build(args):
-    proc = subprocess.run(args, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     """tests/c/host_fill.c (the header, element by element) through ctypes."""
     out = str(tmp_path_factory.mktemp("cuda_host") / "host_fill.so")
-    _build([_compiler("cc"), "-std=c99", *CFLAGS, "-I", KERNELS,
-            os.path.join(ROOT, "tests", "c", "host_fill.c"), "-o", out, "-lm"])
+    build([compiler("cc"), "-std=c99", *CFLAGS, "-I", KERNELS,
+           os.path.join(ROOT, "tests", "c", "host_fill.c"), "-o", out, "-lm"])
     lib = ctypes.CDLL(out)
     u32, u64, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p
     lib.fastinit_host_fill.argtypes = [ctypes.c_int, ctypes.c_int, ptr, u64, u64,
@@ -126,17 +126,9 @@ def host(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """kernels/cuda/fill.cu compiled as C++: the kernel bodies as emulated threads."""
-    out = str(tmp_path_factory.mktemp("cuda_emu") / "fill_emulated.so")
-    _build([_compiler("c++"), "-std=c++11", *CFLAGS, "-x", "c++",
-            os.path.join(KERNELS, "fill.cu"), "-o", out])
-    lib = ctypes.CDLL(out)
-    u32, u64, ptr = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p
-    lib.fastinit_emulate_fill.argtypes = [ctypes.c_int, ctypes.c_int, ptr, u64, u64,
-                                          u32, u32, u32, u32, ptr, u64]
-    lib.fastinit_emulate_fill.restype = ctypes.c_longlong
-    return lib
+def shim(tmp_path_factory):
+    """kernels/cuda/fill.cu's kernels as host C++ (tests/cuda_harness.py)."""
+    return build_shim(tmp_path_factory.mktemp("cuda_shim"))
 
 
 def _words(seed, stream):
@@ -146,8 +138,8 @@ def _words(seed, stream):
 def _params(case, compute):
     kernel, _, _, make = CASES[case]
     p = np.ascontiguousarray(make(compute), dtype=compute)
-    assert p.shape == ({"uniform": 5, "normal": 2, "trunc": 8}[kernel],), \
-        f"the host parameters of {case} changed shape: update kernels/ and fastinit/cuda.py"
+    assert p.shape == (len(_abi.PARAMS[kernel]),), \
+        f"the host parameters of {case} changed shape: update kernels/ and backends/cuda.py"
     return p
 
 
@@ -158,22 +150,63 @@ def _reference(case, dtype, n, seed, stream, offset):
     return out
 
 
-def _poisoned(n, dtype, shift=0, guard=16):
-    """A poisoned length-n slice of a 64-byte aligned buffer, starting ``shift``
-    elements in, with ``guard`` poisoned elements on each side; returns (slice, base)."""
-    base = fi.empty(n + shift + 2 * guard, dtype)
-    base.view(np.uint8)[:] = 0xA5
-    return base[guard + shift:guard + shift + n], base
+def _lanes(dtype_name):
+    return 2 if dtype_name == "float64" else 4
 
 
-def _assert_same(got, ref, what):
-    g = got.reshape(-1).view(np.uint8).reshape(got.size, -1)
-    r = ref.reshape(-1).view(np.uint8).reshape(ref.size, -1)
-    bad = np.nonzero((g != r).any(axis=1))[0]
-    if bad.size:
-        i = bad[:5]
-        raise AssertionError(f"{what}: {bad.size} elements differ, first at {i.tolist()}: "
-                             f"got {got[i]!r}, expected {ref[i]!r}")
+def _launch_flat(shim, case, dtype_name, out, n, offset, seed, stream, cap):
+    """Kernel fastinit_<kind>_<suffix> over ``out`` as the backend launches it: its
+    argument order and types, THREADS per block, launch_grid(...) blocks."""
+    dtype, compute, _ = DTYPES[dtype_name]
+    kernel = CASES[case][0]
+    lanes = _lanes(dtype_name)
+    blocks = (offset + n - 1) // lanes - offset // lanes + 1
+    grid = cuda.launch_grid(blocks, cap)
+    args = (out.ctypes.data, np.uint64(n), np.uint64(offset),
+            *map(np.uint32, _words(seed, stream)), *_params(case, compute))
+    shim.launch(_abi.cuda_kernel_name(kernel, dtype_name), grid, cuda.THREADS, args)
+    return grid
+
+
+def _launch_rows(shim, case, dtype_name, ptr, rows, cols, ld, offset, row_step, seed, stream,
+                 cap):
+    dtype, compute, _ = DTYPES[dtype_name]
+    kernel = CASES[case][0]
+    lanes = _lanes(dtype_name)
+    per_row = (cols + lanes - 2) // lanes + 1
+    grid = cuda.launch_grid(rows * per_row, cap)
+    args = (ptr, np.uint64(rows), np.uint64(cols), np.uint64(ld), np.uint64(offset),
+            np.uint64(row_step), *map(np.uint32, _words(seed, stream)),
+            *_params(case, compute))
+    shim.launch(_abi.cuda_kernel_name(kernel, dtype_name) + cuda.ROWS_SUFFIX, grid,
+                cuda.THREADS, args)
+    return grid
+
+
+def _checked_flat(shim, case, dtype_name, n, seed, stream, offset, shift, cap, guard=16):
+    """One flat launch into a poisoned, watched buffer, checked against the Numba
+    fill: values, each element stored once, guards untouched, vector stores
+    exactly when aligned. Returns the grid."""
+    dtype = DTYPES[dtype_name][0]
+    ref = _reference(case, dtype, n, seed, stream, offset)
+    got, base = poisoned(n, dtype, shift=shift, guard=guard)
+    before = base.copy()
+    counts = shim.watch(base)
+    try:
+        grid = _launch_flat(shim, case, dtype_name, got, n, offset, seed, stream, cap)
+        stats = shim.stats()
+    finally:
+        shim.unwatch()
+    what = f"{case} {dtype_name} n={n} offset={offset} shift={shift} grid={grid}"
+    assert_same(got, ref, what)
+    inside = np.zeros(base.size, bool)
+    inside[guard + shift:guard + shift + n] = True
+    lanes = _lanes(dtype_name)
+    aligned = (shift - offset) % lanes == 0
+    full = (offset + n) // lanes - -(-offset // lanes) > 0     # a whole block inside
+    assert_written_once(counts, inside, stats, what, vector=aligned and full)
+    assert_same(base[~inside], before[~inside], f"{what}: guard elements")
+    return grid
 
 
 # --- the generator and the constants -----------------------------------------------
@@ -219,7 +252,7 @@ def test_constants_match_philox_py(host):
         count = fn(got.ctypes.data)
         want = np.array(want, dtype)
         assert count == want.size
-        _assert_same(got[:count], want, f"{np.dtype(dtype).name} constants")
+        assert_same(got[:count], want, f"{np.dtype(dtype).name} constants")
 
 
 def test_half_conversions(host):
@@ -248,14 +281,37 @@ def test_half_conversions(host):
         host.fastinit_host_half_bits(v.ctypes.data, v.size, bf16, out.ctypes.data)
         with np.errstate(over="ignore"):
             want = v.astype(dtype).view(np.uint16)
-        _assert_same(out, want, np.dtype(dtype).name)
+        assert_same(out, want, np.dtype(dtype).name)
 
 
-# --- the fills ------------------------------------------------------------------------
+# --- the kernels -----------------------------------------------------------------------
+def test_shim_has_every_kernel(shim):
+    """The kernels the backend launches exist, with the argument types it passes."""
+    letter = {"float32": "f", "float64": "d"}
+    want = {"fastinit_selfcheck": "fffp"}
+    for kind, names in _abi.PARAMS.items():
+        for dtype_name, d in _abi.DTYPES.items():
+            p = letter[d.compute] * len(names)
+            name = _abi.cuda_kernel_name(kind, dtype_name)
+            want[name] = "pQQIIII" + p
+            want[name + cuda.ROWS_SUFFIX] = "pQQQQQIIII" + p
+    assert set(shim.names()) == set(want)
+    assert {name: shim.signature(name) for name in want} == want
+
+
+def test_selfcheck_kernel(shim):
+    """fastinit_selfcheck, built as the contract wants, gives the backend's SELFCHECK."""
+    out = np.zeros(8, np.uint32)
+    tiny = np.array(1, np.uint32).view(np.float32)[()]
+    shim.launch("fastinit_selfcheck", 1, 1,
+                (tiny, np.float32(1 + 2.0 ** -12), np.float32(-(1 + 2.0 ** -11)), out))
+    assert out[:len(cuda.SELFCHECK)].tolist() == cuda.SELFCHECK
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype_name", DTYPES)
-def test_header_equals_numba_million(host, emulated, case, dtype_name):
-    """10**6 elements at an odd offset near 2**64: element loop and kernel emulation."""
+def test_header_equals_numba_million(host, shim, case, dtype_name):
+    """10**6 elements at an odd offset near 2**64: element loop and the kernels."""
     dtype, compute, fmt = DTYPES[dtype_name]
     kernel = CASES[case][0]
     index = list(CASES).index(case) + list(DTYPES).index(dtype_name)
@@ -263,273 +319,211 @@ def test_header_equals_numba_million(host, emulated, case, dtype_name):
     n = 10 ** 6
     ref = _reference(case, dtype, n, seed, stream, offset)
     p = _params(case, compute)
-    words = _words(seed, stream)
 
-    got, base = _poisoned(n, dtype)
-    assert host.fastinit_host_fill(KIND[kernel], fmt, got.ctypes.data, n, offset, *words,
-                                   p.ctypes.data) == 0
-    _assert_same(got, ref, f"host_fill.c {case} {dtype_name}")
+    got, base = poisoned(n, dtype)
+    assert host.fastinit_host_fill(KIND[kernel], fmt, got.ctypes.data, n, offset,
+                                   *_words(seed, stream), p.ctypes.data) == 0
+    _assert_host(got, ref, f"host_fill.c {case} {dtype_name}")
 
-    # the kernel body: aligned for the vector stores, and not
-    lanes = 2 if dtype_name == "float64" else 4
-    for shift, threads in ((offset % lanes, 1000), ((offset + 1) % lanes, 333)):
-        got, base = _poisoned(n, dtype, shift=shift)
-        before = base.view(np.uint8).copy()
-        vec = emulated.fastinit_emulate_fill(KIND[kernel], fmt, got.ctypes.data, n, offset,
-                                             *words, p.ctypes.data, threads)
-        aligned = shift == offset % lanes
-        assert vec >= 0
-        assert (vec > 0) == aligned, f"vector stores {vec} for aligned={aligned}"
-        _assert_same(got, ref, f"fill.cu (emulated, aligned={aligned}) {case} {dtype_name}")
-        guard = base.view(np.uint8)
-        lo = (16 + shift) * got.itemsize
-        hi = lo + got.nbytes
-        assert (guard[:lo] == before[:lo]).all() and (guard[hi:] == before[hi:]).all(), \
-            "the kernel wrote outside the buffer"
+    # the kernels, a 4-block grid striding: aligned for the vector stores or not
+    # (alternating; test_header_equals_numba_edges has both everywhere)
+    shift = (offset + index % 2) % _lanes(dtype_name)
+    assert _checked_flat(shim, case, dtype_name, n, seed, stream, offset, shift, 4) == 4
+
+
+def _assert_host(got, ref, what):
+    assert_same(got, ref, what)
 
 
 @pytest.mark.parametrize("where", WHERE, ids=[f"w{i}" for i in range(len(WHERE))])
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype_name", DTYPES)
-def test_header_equals_numba_edges(host, emulated, case, dtype_name, where):
+def test_header_equals_numba_edges(host, shim, case, dtype_name, where):
     """Short fills (1 to 9 elements, and 4099) at every place: the edges of blocks."""
     dtype, compute, fmt = DTYPES[dtype_name]
     kernel = CASES[case][0]
     seed, stream, offset = where
     p = _params(case, compute)
-    words = _words(seed, stream)
     for n in (1, 2, 3, 5, 8, 9, 4099):
         n = min(n, U64 - offset)
         ref = _reference(case, dtype, n, seed, stream, offset)
-        got, _ = _poisoned(n, dtype)
-        host.fastinit_host_fill(KIND[kernel], fmt, got.ctypes.data, n, offset, *words,
-                                p.ctypes.data)
-        _assert_same(got, ref, f"host_fill.c n={n}")
-        for shift in range(2 if dtype_name == "float64" else 4):
-            got, base = _poisoned(n, dtype, shift=shift)
-            before = base.view(np.uint8).copy()
-            emulated.fastinit_emulate_fill(KIND[kernel], fmt, got.ctypes.data, n, offset,
-                                           *words, p.ctypes.data, 7)
-            _assert_same(got, ref, f"fill.cu (emulated) n={n} shift={shift}")
-            lo = (16 + shift) * got.itemsize
-            assert (base.view(np.uint8)[:lo] == before[:lo]).all()
-            assert (base.view(np.uint8)[lo + got.nbytes:] == before[lo + got.nbytes:]).all()
+        got, _ = poisoned(n, dtype)
+        host.fastinit_host_fill(KIND[kernel], fmt, got.ctypes.data, n, offset,
+                                *_words(seed, stream), p.ctypes.data)
+        _assert_host(got, ref, f"host_fill.c n={n}")
+        for shift in range(_lanes(dtype_name)):
+            _checked_flat(shim, case, dtype_name, n, seed, stream, offset, shift, 7)
 
 
-def test_last_element_of_the_stream(host, emulated):
+def test_last_element_of_the_stream(host, shim):
     """offset + n == 2**64: the last block of the counter space."""
     for dtype_name, (dtype, compute, fmt) in DTYPES.items():
         for n in (1, 3, 6):
             offset = U64 - n
             ref = _reference("normal", dtype, n, 5, 6, offset)
-            p = _params("normal", compute)
-            for lib, extra in ((host.fastinit_host_fill, ()),
-                               (emulated.fastinit_emulate_fill, (3,))):
-                got, _ = _poisoned(n, dtype)
-                lib(1, fmt, got.ctypes.data, n, offset, *_words(5, 6), p.ctypes.data, *extra)
-                _assert_same(got, ref, f"{dtype_name} n={n}")
+            got, _ = poisoned(n, dtype)
+            host.fastinit_host_fill(1, fmt, got.ctypes.data, n, offset, *_words(5, 6),
+                                    _params("normal", compute).ctypes.data)
+            _assert_host(got, ref, f"host_fill.c {dtype_name} n={n}")
+            for shift in range(_lanes(dtype_name)):
+                _checked_flat(shim, "normal", dtype_name, n, 5, 6, offset, shift, 2)
 
 
-# --- the CUDA path's Python side, without a GPU --------------------------------------
-def test_import_does_not_import_cupy():
-    code = "import fastinit, sys; assert 'cupy' not in sys.modules, 'cupy imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+# --- the backend's launch geometry ----------------------------------------------------------
+# (seed, stream, offset) for the geometry checks: near 0, near 2**34, near 2**64
+GEOMETRY_WHERE = [(3, 1, 5), (U64 - 1, U64 - 2, 2 ** 34 - 3), (U64 - 2, U64 - 1, None)]
 
 
-class _CudaProducer:
-    """A DLPack producer that says it lives on CUDA device 0."""
-
-    def __init__(self, array):
-        self.array = array
-
-    def __dlpack__(self, **kw):
-        return self.array.__dlpack__()
-
-    def __dlpack_device__(self):
-        return (2, 0)
-
-
-@pytest.fixture
-def no_cupy(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cupy", None)     # import cupy -> ImportError
-
-
-def test_cuda_buffer_without_cupy(no_cupy):
-    from fastinit.backends import cuda
-    x = np.full(8, 7.0, np.float32)
-    with pytest.raises(cuda.CudaUnavailableError, match=r"fastinit\[cuda\]"):
-        fi.uniform(_CudaProducer(x), seed=1)
-    with pytest.raises(ValueError, match=r"CuPy"):
-        fi.normal(_CudaProducer(x), seed=1)
-    assert (x == 7.0).all()
-
-
-def test_cuda_empty_without_cupy(no_cupy):
-    from fastinit.backends import cuda
-    with pytest.raises(cuda.CudaUnavailableError, match=r"device='cuda'.*fastinit\[cuda\]"):
-        fi.empty((4, 4), device="cuda")
-    with pytest.raises(ValueError, match=r"\bdevice\b"):
-        fi.empty((4, 4), device="cuda:x")
-
-
-def test_cuda_source_is_fill_cu_with_the_header(no_cupy):
-    from fastinit.backends import cuda
-    src = cuda.kernel_source()
-    with open(os.path.join(KERNELS, "fastinit_philox.cuh")) as f:
-        header = f.read()
-    assert header in src and cuda.INCLUDE_LINE not in src
-    from fastinit.kernels import _abi
-    for kind in _abi.KINDS:
-        for dtype in _abi.DTYPES:
-            assert f"{_abi.cuda_kernel_name(kind, dtype)}(" in src
-    with open(os.path.join(KERNELS, "fill.cu")) as f:
-        assert f"#define FILL_THREADS {cuda.THREADS}\n" in f.read()
-    assert "--fmad=false" in cuda.OPTIONS and not any("fast" in o for o in cuda.OPTIONS)
-
-
-def test_ctl_words_follow_the_abi():
-    from fastinit.kernels import _abi
-    ctl = C.ctl_words(2 ** 64 - 2, 2 ** 40 + 3, 99, _abi.FMT_BF16, 7, _abi.KIND_TRUNC)
-    assert ctl.size == _abi.CTL_WORDS
-    got = {i: int(ctl[i]) for i in range(_abi.CTL_WORDS)}
-    assert got == {_abi.CTL_OFFSET: 99, _abi.CTL_K0: 0xFFFFFFFE, _abi.CTL_K1: 0xFFFFFFFF,
-                   _abi.CTL_S0: 3, _abi.CTL_S1: 2 ** 8, _abi.CTL_FMT: _abi.FMT_BF16,
-                   _abi.CTL_CHUNKS: 7, _abi.CTL_KIND: _abi.KIND_TRUNC}
-
-
-# --- the CUDA path end to end, on a fake CuPy that runs the emulated kernels ------------
-class _FakeStream:
-    def __init__(self, ptr=0):
-        self.ptr, self.synced = ptr, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def synchronize(self):
-        self.synced += 1
-
-
-class _FakeCupy:
-    """What fastinit.cuda touches of CuPy, over host memory."""
-
-    def __init__(self):
-        import contextlib
-        import types
-        self.stream = _FakeStream()
-
-        class ndarray:                                   # noqa: N801 (CuPy's name)
-            def __new__(cls, shape, dtype, memptr):
-                count = int(np.prod(shape))
-                raw = (ctypes.c_uint8 * (count * np.dtype(dtype).itemsize)).from_address(
-                    memptr.ptr)
-                return np.frombuffer(raw, dtype).reshape(shape)
-
-        self.ndarray = ndarray
-        self.cuda = types.SimpleNamespace(
-            runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0),
-            Device=lambda device_id=0: contextlib.nullcontext(),
-            get_current_stream=lambda: self.stream,
-            UnownedMemory=lambda ptr, size, owner, device_id: types.SimpleNamespace(ptr=ptr),
-            MemoryPointer=lambda mem, offset: types.SimpleNamespace(ptr=mem.ptr + offset),
-        )
-
-
-class _FakeCudaArray:
-    """A NumPy array that exports itself as DLPack device (CUDA, 0)."""
-
-    def __init__(self, array):
-        self.array, self.streams = array, []
-
-    def __dlpack_device__(self):
-        return (2, 0)
-
-    def __dlpack__(self, stream=None, max_version=None):
-        from fastinit import _dlpack
-        self.streams.append(stream)
-        api = _dlpack._api
-        bf16 = self.array.dtype == ml_dtypes.bfloat16      # NumPy exports no bfloat16
-        source = self.array.view(np.uint16) if bf16 else self.array
-        capsule = source.__dlpack__(max_version=max_version)
-        if api.PyCapsule_IsValid(capsule, b"dltensor_versioned"):
-            managed = _dlpack._ManagedVersioned.from_address(
-                api.PyCapsule_GetPointer(capsule, b"dltensor_versioned"))
-        else:
-            managed = _dlpack._Managed.from_address(api.PyCapsule_GetPointer(capsule,
-                                                                               b"dltensor"))
-        managed.dl_tensor.device.device_type = 2
-        if bf16:
-            managed.dl_tensor.dtype.code = _dlpack.KDL_BFLOAT
-        return capsule
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch, emulated):
-    """fastinit.cuda on a fake CuPy whose kernels are fill.cu's bodies on the host."""
-    from fastinit.backends import cuda
-    fake = _FakeCupy()
-    calls = []
-    kinds = {"uniform": 0, "normal": 1, "trunc": 2}
-    fmts = {"f32": 0, "bf16": 1, "f16": 2, "f64": 3}
-
-    def function(cupy, device_id, name):
-        _, kernel, suffix = name.split("_")
-        compute = np.float64 if suffix == "f64" else np.float32
-
-        def launch(grid, block, args):
-            ptr, n, offset, k0, k1, s0, s1, *params = args
-            # CuPy marshals numpy scalars by their dtype: these must match fill.cu
-            assert [type(a) for a in (ptr, n, offset)] == [np.uint64] * 3
-            assert [type(a) for a in (k0, k1, s0, s1)] == [np.uint32] * 4
-            assert all(type(p) is compute for p in params)
-            assert block == (cuda.THREADS,) and len(grid) == 1 and grid[0] >= 1
-            p = np.array(params, compute)
-            calls.append((name, grid[0]))
-            assert emulated.fastinit_emulate_fill(
-                kinds[kernel], fmts[suffix], int(ptr), int(n), int(offset), int(k0), int(k1),
-                int(s0), int(s1), p.ctypes.data, grid[0] * block[0]) >= 0
-        return launch, 3                                   # a small grid: many strides
-
-    monkeypatch.setattr(cuda, "_cupy", lambda: fake)
-    monkeypatch.setattr(cuda, "_function", function)
-    return fake, calls
-
-
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("grid", [1, 2, 3, 7, 31])
 @pytest.mark.parametrize("dtype_name", DTYPES)
-def test_cuda_path_end_to_end(fake_cuda, case, dtype_name):
-    fake, calls = fake_cuda
+def test_launch_geometry(monkeypatch, shim, dtype_name, grid):
+    """Through the backend on a fake CuPy whose device has ``grid`` multiprocessors
+    (one resident block each: a wave of ``grid`` blocks): every size residue mod 8,
+    fills shorter than a block, of a few blocks, and beyond one wave (grid-stride
+    loops), at offsets near 0, 2**34 and 2**64, seeds and streams near 2**64,
+    aligned and not; every distribution; guard elements on both sides."""
+    fake = FakeCupy(shim, sms=grid)
+    install(monkeypatch, fake)
     dtype = DTYPES[dtype_name][0]
-    _, fill, kw, _ = CASES[case]
-    seed, stream, offset = U64 - 1, U64 - 2, 2 ** 33 + 1
-    n = 50_001
-    ref = _reference(case, dtype, n, seed, stream, offset)
-    got, _ = _poisoned(n, dtype)
-    producer = _FakeCudaArray(got)
-    assert fill(producer, **kw, seed=seed, stream=stream, offset=offset) is producer
-    _assert_same(got, ref, f"{case} {dtype_name} through fastinit.cuda")
-    assert producer.streams and set(producer.streams) == {1}   # legacy default stream
-    assert fake.stream.synced >= 1                 # a foreign producer is synchronized
-    assert calls and calls[-1][1] == 3
+    lanes = _lanes(dtype_name)
+    wave = grid * cuda.THREADS * lanes                     # elements of one full wave
+    names = list(CASES)
+    seen = set()
+    for size_i, base_n in enumerate((0, 16 * lanes, wave, 2 * wave + 5 * lanes)):
+        for residue in range(8):
+            n = max(1, base_n + residue)
+            i = size_i * 8 + residue
+            case = names[i % len(names)]
+            seed, stream, offset = GEOMETRY_WHERE[i % 3]
+            offset = U64 - n - residue if offset is None else offset
+            shift = i % lanes
+            _, fill, kw, _ = CASES[case]
+            ref = _reference(case, dtype, n, seed, stream, offset)
+            got, base = poisoned(n, dtype, shift=shift)
+            before = base.copy()
+            counts = shim.watch(base)
+            fake.launches.clear()
+            try:
+                fill(FakeCudaArray(got), **kw, seed=seed, stream=stream, offset=offset)
+                stats = shim.stats()
+            finally:
+                shim.unwatch()
+            what = f"{case} {dtype_name} n={n} offset={offset} shift={shift} grid cap {grid}"
+            assert_same(got, ref, what)
+            inside = np.zeros(base.size, bool)
+            inside[16 + shift:16 + shift + n] = True
+            assert_written_once(counts, inside, stats, what)
+            assert_same(base[~inside], before[~inside], f"{what}: guards")
+            (name, launched, block, _), = [x for x in fake.launches
+                                           if x[0] != "fastinit_selfcheck"]
+            blocks = (offset + n - 1) // lanes - offset // lanes + 1
+            assert block == (cuda.THREADS,) and launched == (cuda.launch_grid(blocks, grid),)
+            seen.add((launched[0], blocks > launched[0] * cuda.THREADS))
+            seen.add(case)
+    assert (grid, True) in seen, "no fill went beyond one wave"
+    assert seen >= set(CASES)
 
 
-def test_cuda_path_constant_fans_and_refusals(fake_cuda):
-    fake, _ = fake_cuda
-    for dtype_name, (dtype, _, _) in DTYPES.items():
-        got, _ = _poisoned(1001, dtype)
-        fi.constant(_FakeCudaArray(got), 0.1)
-        _assert_same(got, fi.constant(np.empty(1001, dtype), 0.1), f"constant {dtype_name}")
-    w = np.empty((64, 48), np.float32)
-    fi.kaiming_uniform(_FakeCudaArray(w), a=5 ** 0.5, seed=3)
-    _assert_same(w, fi.kaiming_uniform(np.empty((64, 48), np.float32), a=5 ** 0.5, seed=3),
-                 "kaiming_uniform (fans from the CUDA view)")
-    x = np.full((8, 6), 7.0, np.float32)
-    with pytest.raises(ValueError, match="C-contiguous"):
-        fi.uniform(_FakeCudaArray(x.T), seed=1)
-    with pytest.raises(TypeError, match="float16, bfloat16"):
-        fi.uniform(_FakeCudaArray(np.zeros(4, np.int32)), seed=1)
-    with pytest.raises(ValueError, match=r"\blow\b"):
-        fi.uniform(_FakeCudaArray(x), low=2.0, high=1.0, seed=1)
-    assert (x == 7.0).all()
+# --- the 2-D (row-strided) kernels -----------------------------------------------------------
+ROWS_SHAPES = [  # (rows, cols, ld - cols, row_step - cols)
+    (1, 1, 0, 0), (3, 5, 2, 0), (7, 9, 3, 11), (5, 4, 0, 1), (13, 33, 7, 1000),
+    (2, 1000, 13, 2 ** 40), (40, 6, 1, 0), (9, 2, 5, 3),
+]
+
+
+def _rows_reference(case, dtype, rows, cols, offset, row_step, seed, stream):
+    out = np.empty((rows, cols), dtype)
+    for r in range(rows):
+        out[r] = _reference(case, dtype, cols, seed, stream, offset + r * row_step)
+    return out
+
+
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_rows_kernels(shim, dtype_name):
+    """Element (r, c) at out[r * ld + c] has global index offset + r * row_step + c:
+    rows of any length at any stride, aligned or not, offsets near 2**64, small
+    grids (many rows per thread); the gaps between rows are never stored."""
+    dtype = DTYPES[dtype_name][0]
+    names = list(CASES)
+    for i, (rows, cols, pad, extra) in enumerate(ROWS_SHAPES):
+        ld, row_step = cols + pad, cols + extra
+        case = names[(i + len(dtype_name)) % len(names)]
+        seed, stream = (U64 - 1 - i, i) if i % 2 else (i, U64 - 1)
+        offset = U64 - (rows - 1) * row_step - cols - i if i % 3 == 1 else 3 * i + 1
+        for shift in (0, 1):
+            for cap in (1, 3):
+                ref = _rows_reference(case, dtype, rows, cols, offset, row_step, seed, stream)
+                span = (rows - 1) * ld + cols
+                got, base = poisoned(span, dtype, shift=shift)
+                before = base.copy()
+                counts = shim.watch(base)
+                try:
+                    _launch_rows(shim, case, dtype_name, got.ctypes.data, rows, cols, ld, offset,
+                                 row_step, seed, stream, cap)
+                    stats = shim.stats()
+                finally:
+                    shim.unwatch()
+                what = (f"{case} {dtype_name} rows={rows} cols={cols} ld={ld} "
+                        f"row_step={row_step} offset={offset} shift={shift} cap={cap}")
+                view = np.lib.stride_tricks.as_strided(got, (rows, cols),
+                                                       (ld * got.itemsize, got.itemsize))
+                assert_same(view.copy(), ref, what)
+                inside = np.zeros(base.size, bool)
+                idx = 16 + shift + (np.arange(rows)[:, None] * ld + np.arange(cols)).reshape(-1)
+                inside[idx] = True
+                assert_written_once(counts, inside, stats, what)
+                assert_same(base[~inside], before[~inside], f"{what}: gaps and guards")
+
+
+# --- the checks can fail ------------------------------------------------------------------
+MUTANTS = {
+    # a tail store one element too far
+    "tail_off_by_one": ("if (k + 3 < n) st.one(k + 3, v[3]);",
+                        "if (k + 3 <= n) st.one(k + 3, v[3]);"),
+    # a grid-stride loop that strides by one block, ignoring gridDim
+    "stride_ignores_griddim": ("#define FI_NTHREADS ((fi_u64)gridDim.x * blockDim.x)",
+                               "#define FI_NTHREADS ((fi_u64)blockDim.x)"),
+    # rows placed at the row length instead of the row stride
+    "row_stride_as_length": ("const Store st = {out + r * ld};",
+                             "(void)ld; const Store st = {out + r * cols};"),
+}
+
+
+def _geometry_checks(shim):
+    """A compact run of the checks above: flat fills of every residue mod 8 around a
+    wave of 3 blocks, and a strided 2-D fill."""
+    for n in range(3 * cuda.THREADS * 4 + 1, 3 * cuda.THREADS * 4 + 9):
+        _checked_flat(shim, "uniform", "float32", n, 1, 2, 5, 1, 3)
+    rows, cols, ld = 9, 10, 13
+    ref = _rows_reference("normal", np.float32, rows, cols, 7, cols, 1, 2)
+    got, base = poisoned((rows - 1) * ld + cols, np.float32)
+    counts = shim.watch(base)
+    try:
+        _launch_rows(shim, "normal", "float32", got.ctypes.data, rows, cols, ld, 7, cols, 1, 2,
+                     2)
+        stats = shim.stats()
+    finally:
+        shim.unwatch()
+    inside = np.zeros(base.size, bool)
+    inside[16 + (np.arange(rows)[:, None] * ld + np.arange(cols)).reshape(-1)] = True
+    assert_written_once(counts, inside, stats, "rows")
+    assert_same(np.lib.stride_tricks.as_strided(got, (rows, cols), (ld * 4, 4)).copy(), ref,
+                "rows")
+
+
+def test_planted_bugs_are_caught(tmp_path, shim):
+    """fill.cu with an off-by-one in a tail store, a grid stride that ignores gridDim
+    (which writes the right values, several times over) or a row stride taken as
+    the row length: the checks of this file fail for each, and pass for fill.cu."""
+    _geometry_checks(shim)
+    with open(os.path.join(KERNELS, "fill.cu")) as f:
+        source = f.read()
+    for name, (old, new) in MUTANTS.items():
+        assert source.count(old) == 1, f"{name}: fill.cu changed; update MUTANTS"
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "fill.cu").write_text(source.replace(old, new))
+        shutil.copy(os.path.join(KERNELS, "fastinit_philox.cuh"), folder)
+        mutant = build_shim(folder, kernel_dir=folder)
+        with pytest.raises(AssertionError):
+            _geometry_checks(mutant)

@@ -84,6 +84,14 @@ def test_calculate_gain_leaky_relu_matches_torch(param):
     assert fi.calculate_gain("leaky_relu", param) == tinit.calculate_gain("leaky_relu", param)
 
 
+@pytest.mark.parametrize("param", [1e150, -3e200, 1e300, 1.7e308])
+def test_calculate_gain_huge_slope(param):
+    """torch overflows on slope ** 2; the gain is sqrt(2) / |slope| there, and it meets
+    torch's value where torch still has one."""
+    assert fi.calculate_gain("leaky_relu", param) == pytest.approx(math.sqrt(2) / abs(param))
+    assert fi.calculate_gain("leaky_relu", 1e149) == tinit.calculate_gain("leaky_relu", 1e149)
+
+
 @pytest.mark.parametrize("nonlinearity", ["relu6", "gelu", "Relu", ""])
 def test_calculate_gain_unknown(nonlinearity):
     with pytest.raises(ValueError, match="nonlinearity"):
