@@ -23,33 +23,14 @@ import pytest
 import fastinit as fi
 from fastinit.kernels.cpu import philox as kphilox
 
+import naive
+from conftest import UINT, assert_same_bits, bits
+
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import naive  # noqa: E402
 
 DISTS = ("uniform", "masked_uniform", "normal", "truncated_normal")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 U64 = 1 << 64
-
-
-def bits(a):
-    a = np.ascontiguousarray(a)
-    return a.view(UINT[a.dtype.itemsize])
-
-
-def assert_same_bits(got, want, what=""):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    gb, wb = bits(got).reshape(-1), bits(want).reshape(-1)
-    bad = np.flatnonzero(gb != wb)
-    if bad.size:
-        i = bad[:5]
-        raise AssertionError(
-            f"{what}: {bad.size} of {gb.size} elements differ; first at {i.tolist()}: "
-            f"got {got.reshape(-1)[i].tolist()} (bits {[hex(int(v)) for v in gb[i]]}), "
-            f"want {want.reshape(-1)[i].tolist()} (bits {[hex(int(v)) for v in wb[i]]})")
 
 
 def fill(dist, n, dtype, seed, stream, offset, **kw):

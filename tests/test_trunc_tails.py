@@ -23,8 +23,6 @@ with the closed form to 1e-7 of a standard deviation for every interval here.
 
 import hashlib
 import math
-import pathlib
-import sys
 import warnings
 
 import ml_dtypes
@@ -35,20 +33,13 @@ import scipy.stats as st
 
 import fastinit as fi
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import naive  # noqa: E402
+import naive
+from conftest import bits
 
 N = 1 << 18
 P_MIN = 1e-3
 SE_MAX = 6.0
 INF = math.inf
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def bits(x):
-    x = np.ascontiguousarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 # --- the reference law ----------------------------------------------------------
