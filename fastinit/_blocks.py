@@ -1,26 +1,11 @@
 """Blocks of a global array: a shard's values, drawn where the shard lies (CPU).
 
-A shard of a sharded weight is a block of the global array. The stream
-contract makes every element depend only on its global index, so a block
-is drawn by fills at the global offsets of its runs (:func:`fill_tile`):
-in the global C order, one run per row of its leading axes.
-
-``init`` objects describe their fill with ``draw(shape) -> (kind, args)``
-(:func:`public_fill` lists the kinds), or return None and define
-``fill(out, *, seed, stream, offset, shape)`` themselves.
-
-A column shard of a 4096 x 4096 kernel is 4096 runs of 1024 elements, and
-a public fill (``fastinit.normal(run, ..., offset=...)``) costs tens of
-microseconds of argument checks and dispatch per call, several times the
-draw itself. :func:`fill_runs` checks once (the first run goes through the
-public fill, so a bad parameter raises before anything else is written)
-and draws the other runs with the same CPU kernel entry (``fill_serial``)
-and the same kernel parameters the public fill builds
-(``fastinit._contract``), one call per run at its offset. Every element
-therefore holds what the public fill at its global offset gives; the
-tests compare the two bit for bit for every kind and dtype. That part is
-a CPU backend duty written from outside fastinit.backends; it belongs
-there (a ``fill_runs`` next to ``fill``) once that package takes it.
+Every element depends only on its global index, so a block is drawn as runs at
+their global offsets, one per row of its leading axes (:func:`fill_tile`), and
+:func:`fill_runs` checks once and calls the CPU kernel per run. ``init``
+objects describe their fill with ``draw(shape) -> (kind, args)`` or define
+``fill(out, *, seed, stream, offset, shape)``. Why and at what cost:
+docs/keras_jax.md, "Columns".
 """
 
 import math
