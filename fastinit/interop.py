@@ -19,13 +19,11 @@ import ctypes
 import math
 import warnings
 
-import ml_dtypes
 import numpy as np
 
 from . import _dlpack
 
 ALIGN = 64
-_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 class HandoffCopyWarning(UserWarning):
@@ -100,7 +98,11 @@ def bfloat16_bits(arr):
     Neither NumPy's DLPack export nor ``torch.from_numpy`` knows ml_dtypes'
     bfloat16, so such an array goes out as these bits, relabelled on the other side.
     """
-    return arr.view(np.uint16) if arr.dtype == _BFLOAT16 else None
+    # an array can only hold ml_dtypes' bfloat16 once ml_dtypes is imported, so
+    # the name is checked first and ml_dtypes imported only then
+    if arr.dtype.name != "bfloat16" or arr.dtype != _dlpack.numpy_dtype("bfloat16"):
+        return None
+    return arr.view(np.uint16)
 
 
 def capsule(arr):
