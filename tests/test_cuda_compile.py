@@ -1,20 +1,25 @@
 """The CUDA sources compile cleanly, with no GPU needed.
 
-- kernels/cuda/fill.cu compiles to PTX for sm_80 and sm_90 with nvcc, warnings
-  as errors, when nvcc is on PATH; so does the exact text fastinit/backends/cuda.py
-  hands NVRTC (the header inlined); the PTX has every kernel, no fused
-  multiply-add and no flush-to-zero, whatever -fmad says; ptxas finds no
-  spills or local memory;
-- the same text compiles with NVRTC through CuPy (fastinit.backends.cuda.build_binary)
-  when CuPy and NVRTC are installed;
+- kernels/cuda/fill.cu compiles to PTX for sm_80, sm_90 and sm_100 with nvcc,
+  warnings as errors, when nvcc is on PATH; so does the exact text
+  fastinit/backends/cuda.py hands NVRTC (the header inlined); the PTX has
+  every kernel, no fused multiply-add, no flush-to-zero and no approximate
+  operation, whatever -fmad says; ptxas finds no spills or local memory;
+- the same text compiles with NVRTC through CuPy
+  (fastinit.backends.cuda.build_binary, the real build path) to cubins and
+  PTX for sm_80, sm_90 and sm_100, with the same PTX checks. The test extra
+  brings CuPy and the NVRTC wheel on Linux (x86_64, aarch64), so there a
+  missing NVRTC fails this test rather than skipping it;
 - kernels/cuda/fastinit_philox.cuh compiles as C99 and as C++ with
   -Wall -Wextra -Werror.
 """
 
 import os
+import platform
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -57,32 +62,58 @@ def _nvcc():
     return path
 
 
+ARCHS = ("80", "90", "100")      # Ampere, Hopper, Blackwell
+# PTX that would break the contract: a fused multiply-add (contraction), a
+# flush of subnormals to zero, an approximate division, square root,
+# reciprocal, exponential, logarithm or sine/cosine
+INEXACT = re.compile(r"\bfma\.|\.ftz\b|\.approx\b")
+# where the test extra brings CuPy and the NVRTC wheel (pyproject.toml)
+NVRTC_REQUIRED = sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64")
+
+
 def _ptx_body(ptx):
     """PTX without comments (the compiler's banner)."""
     return "\n".join(line for line in ptx.splitlines() if not line.lstrip().startswith("//"))
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("fmad", ["false", "true"])
-def test_fill_cu_to_ptx(tmp_path, arch, fmad):
-    out = tmp_path / "fill.ptx"
-    rc, log = _run([_nvcc(), "-ptx", f"-arch={arch}", f"-fmad={fmad}", "-std=c++14",
+def assert_exact_ptx(ptx, what):
+    """Every kernel present, and no contracted, flushing or approximate operation."""
+    body = _ptx_body(ptx)
+    assert set(re.findall(r"\.entry\s+(\w+)\(", body)) == ENTRIES, what
+    bad = sorted({m.group(0) for m in INEXACT.finditer(body)})
+    assert not bad, f"{what}: the PTX has {bad} operations"
+
+
+def test_inexact_ptx_is_recognized():
+    """The PTX check refuses what nvcc emits for fast math: fma, .ftz, .approx."""
+    ok = "\n".join(f".entry {name}(\n\tadd.rn.f32 %f1, %f2, %f3;" for name in ENTRIES)
+    assert_exact_ptx(ok, "exact")
+    for line in ("fma.rn.f32 %f1, %f2, %f3, %f4;", "add.rn.ftz.f32 %f1, %f2, %f3;",
+                 "div.approx.f32 %f1, %f2, %f3;", "sqrt.approx.ftz.f32 %f1, %f2;",
+                 "ex2.approx.f32 %f1, %f2;"):
+        with pytest.raises(AssertionError, match="operations"):
+            assert_exact_ptx(ok + "\n\t" + line, line)
+
+
+def _nvcc_ptx(tmp_path, arch, fmad):
+    out = tmp_path / f"fill_{arch}_{fmad}.ptx"
+    rc, log = _run([_nvcc(), "-ptx", f"-arch=sm_{arch}", f"-fmad={fmad}", "-std=c++14",
                     "-Werror", "all-warnings", FILL, "-o", str(out)])
     assert rc == 0 and "warning" not in log.lower(), log
-    ptx = _ptx_body(out.read_text())
-    assert set(re.findall(r"\.entry\s+(\w+)\(", ptx)) == ENTRIES
-    assert not re.search(r"\bfma\.", ptx), "a multiply-add was contracted"
-    assert ".ftz" not in ptx, "subnormals are flushed"
+    ptx = out.read_text()
+    assert_exact_ptx(ptx, f"nvcc sm_{arch} -fmad={fmad}")
+    return _ptx_body(ptx)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "90"])
+def test_fill_cu_to_ptx(tmp_path, arch):
+    _nvcc_ptx(tmp_path, arch, "false")
 
 
 def test_ptx_does_not_depend_on_fmad(tmp_path):
-    nvcc, texts = _nvcc(), []
-    for fmad in ("false", "true"):
-        out = tmp_path / f"fill_{fmad}.ptx"
-        rc, log = _run([nvcc, "-ptx", "-arch=sm_90", f"-fmad={fmad}", FILL, "-o", str(out)])
-        assert rc == 0, log
-        texts.append(_ptx_body(out.read_text()))
-    assert texts[0] == texts[1]
+    """sm_90 with -fmad=false and -fmad=true: the same exact PTX (the _rn
+    intrinsics are never contracted)."""
+    assert _nvcc_ptx(tmp_path, "90", "false") == _nvcc_ptx(tmp_path, "90", "true")
 
 
 def test_nvrtc_source_with_nvcc(tmp_path):
@@ -106,22 +137,35 @@ def test_no_spills_or_local_memory(tmp_path):
     assert not re.search(r"[1-9]\d* bytes stack frame", log), log
 
 
-def test_nvrtc_build():
-    """The real build path (NVRTC through CuPy, no -ftz): cubin for sm_80/sm_90, PTX clean."""
-    try:
-        from cupy.cuda import nvrtc
-        nvrtc.getVersion()
-    except Exception as exc:
-        pytest.skip(f"CuPy's NVRTC is not available ({exc})")
+def _nvrtc_or_skip():
+    """CuPy's NVRTC; skips where the test extra does not bring it, fails where it does."""
     from fastinit.backends import cuda
-    for arch in ("80", "90"):
+    try:
+        return cuda._nvrtc(cuda._cupy())
+    except cuda.CudaUnavailableError as exc:
+        if NVRTC_REQUIRED:
+            pytest.fail(f"the test extra brings CuPy and NVRTC here, but: {exc}")
+        pytest.skip(f"CuPy's NVRTC is not available ({exc})")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nvrtc_build(arch):
+    """The real build path (NVRTC through CuPy, no -ftz): a cubin for the
+    architecture with every kernel, and PTX with no inexact operation."""
+    _nvrtc_or_skip()
+    from fastinit.backends import cuda
+    if arch == "90":      # build_binary itself (one compile per call)
         data, kind = cuda.build_binary(arch)
         assert kind == "cubin"
-        assert all(name.encode() in data for name in ENTRIES)
-    ptx, kind = cuda.build_binary("90", target="ptx")
-    body = _ptx_body(ptx.decode().rstrip("\0"))
-    assert kind == "ptx" and ".ftz" not in body and not re.search(r"\bfma\.", body)
-    assert set(re.findall(r"\.entry\s+(\w+)\(", body)) == ENTRIES
+        ptx, kind = cuda.build_binary(arch, target="ptx")
+        assert kind == "ptx"
+    else:                 # the compile it makes, cubin and PTX at once
+        built = cuda.nvrtc_compile(f"-arch=sm_{arch}", ("cubin", "ptx"))
+        data, ptx = built["cubin"], built["ptx"]
+    assert data[:4] == b"\x7fELF" and all(name.encode() in data for name in ENTRIES)
+    text = ptx.decode().rstrip("\0")
+    assert f".target sm_{arch}" in text
+    assert_exact_ptx(text, f"NVRTC sm_{arch}")
 
 
 @pytest.mark.parametrize("lang", ["c99", "c++"])

@@ -256,19 +256,35 @@ def build_binary(arch, target="cubin"):
     attempts.append((f"-arch=compute_{max(known) if known else arch}", "ptx"))
     errors = []
     for arch_option, kind in attempts:
-        prog = nvrtc.createProgram(kernel_source(), SOURCE, (), ())
         try:
-            nvrtc.compileProgram(prog, list(OPTIONS) + [arch_option])
-            return (nvrtc.getCUBIN(prog) if kind == "cubin" else nvrtc.getPTX(prog)), kind
-        except nvrtc.NVRTCError as exc:
-            try:
-                log = nvrtc.getProgramLog(prog)
-            except Exception:
-                log = ""
-            errors.append(f"{arch_option}: {exc}\n{log}")
-        finally:
-            nvrtc.destroyProgram(prog)
+            return nvrtc_compile(arch_option, (kind,))[kind], kind
+        except _CompileError as exc:
+            errors.append(str(exc))
     raise RuntimeError("NVRTC could not compile fastinit's CUDA kernels:\n" + "\n".join(errors))
+
+
+class _CompileError(Exception):
+    pass
+
+
+def nvrtc_compile(arch_option, outputs=("cubin",)):
+    """{output: bytes} of one NVRTC compile of :func:`kernel_source` with
+    :data:`OPTIONS` and ``arch_option`` ("-arch=sm_90": a cubin and its PTX;
+    "-arch=compute_90": PTX only); ``outputs`` from "cubin", "ptx"."""
+    nvrtc = _nvrtc(_cupy())
+    prog = nvrtc.createProgram(kernel_source(), SOURCE, (), ())
+    try:
+        nvrtc.compileProgram(prog, list(OPTIONS) + [arch_option])
+        get = {"cubin": nvrtc.getCUBIN, "ptx": nvrtc.getPTX}
+        return {kind: get[kind](prog) for kind in outputs}
+    except nvrtc.NVRTCError as exc:
+        try:
+            log = nvrtc.getProgramLog(prog)
+        except Exception:
+            log = ""
+        raise _CompileError(f"{arch_option}: {exc}\n{log}") from exc
+    finally:
+        nvrtc.destroyProgram(prog)
 
 
 def cache_dir():
