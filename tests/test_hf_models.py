@@ -123,9 +123,21 @@ def test_forward_spread_within_15_percent(name):
 
 
 @pytest.mark.parametrize("name", ["llama", "gemma", "gpt2"])
-def test_ties_are_intact_and_allocated_once(name):
+def test_ties_are_intact_and_allocated_once(name, monkeypatch):
+    allocated = []
+    empty_like = torch.empty_like
+
+    def counting(t, *args, **kw):                   # to_empty allocates through empty_like
+        allocated.append(tuple(t.shape))
+        return empty_like(t, *args, **kw)
+    monkeypatch.setattr(torch, "empty_like", counting)
     m, report = ours(name)
+    monkeypatch.undo()
     ref = reference(name)
+    shape = tuple(m.get_input_embeddings().weight.shape)
+    tensors = {id(t) for t in list(m.parameters()) + list(m.buffers())
+               if tuple(t.shape) == shape}                 # GPT-2's c_proj has it too
+    assert allocated.count(shape) == len(tensors)          # embedding and head: once
     tied = ref.all_tied_weights_keys
     assert tied                                            # these configs tie the head
     for target, source in tied.items():

@@ -231,6 +231,11 @@ def test_a_parameter_the_init_never_writes_raises_with_its_name():
         m = WithScalar()
     r = ft.materialize(m, seed=SEED, rules={"alpha": ("constant", 0.5)})
     assert float(m.alpha.detach()) == 0.5 and r.untouched == ["alpha"]
+    text = str(r).splitlines()
+    assert "never written by the init code: alpha" in text      # the report names it
+    row = next(line for line in text if line.startswith("lin.weight "))
+    assert row.endswith("Linear.reset_parameters: kaiming_uniform_(a=2.23606797749979, "
+                        "mode='fan_in', nonlinearity='leaky_relu')")   # what filled it last
 
 
 def test_vendored_rejection_loop_truncated_normal_is_reproducible():

@@ -94,6 +94,9 @@ class InitReport:
         lines.append(f"{len(self.params)} parameters, seed {self.seed}, "
                      f"{len(self.unmatched)} unmatched, {len(self.deferred)} deferred"
                      + (f"; init: {self.init}" if self.init else ""))
+        untouched = self.untouched
+        if self.init and untouched:
+            lines.append(f"never written by the init code: {', '.join(untouched)}")
         for name, action in self.buffers:
             lines.append(f"buffer {name}: {action}")
         for d in self.torch_draws:
