@@ -20,7 +20,7 @@ LAYERS = {
     "fastinit._contract": 1, "fastinit._dlpack": 1, "fastinit._progress": 1,
     "fastinit._dispatch": 2, "fastinit.backends": 2,
     "fastinit.distributions": 3, "fastinit.fans": 3, "fastinit.buffers": 3,
-    "fastinit._blocks": 3,
+    "fastinit._blocks": 3, "fastinit.structured": 3,
     "fastinit.torch": 4, "fastinit.keras": 4, "fastinit.jax": 4, "fastinit.interop": 4,
     "fastinit._xla_ffi": 4,
     "fastinit": 5,                       # the package's own __init__: the public surface
