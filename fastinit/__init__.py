@@ -15,6 +15,7 @@ from .distributions import (constant, masked_uniform, normal, ones, truncated_no
                             uniform, zeros)
 from .fans import (calculate_gain, fans, kaiming_normal, kaiming_uniform, lecun_normal,
                    lecun_uniform, variance_scaling, xavier_normal, xavier_uniform)
+from .structured import delta_orthogonal, dirac, eye, orthogonal, sparse
 
 __version__ = "0.1.0"
 
@@ -42,5 +43,5 @@ __all__ = [
     "uniform", "normal", "truncated_normal", "masked_uniform", "constant", "zeros", "ones",
     "fans", "calculate_gain", "xavier_uniform", "xavier_normal", "kaiming_uniform",
     "kaiming_normal", "lecun_uniform", "lecun_normal", "variance_scaling", "to_torch",
-    "to_tensorflow", "to_jax",
+    "to_tensorflow", "to_jax", "orthogonal", "delta_orthogonal", "eye", "dirac", "sparse",
 ]
