@@ -20,6 +20,7 @@ import sys
 COMMANDS = {
     "bench": "fastinit.cli.bench",
     "checkpoint": "fastinit.cli.checkpoint.command",
+    "warmup": "fastinit.cli.warmup",
 }
 EXIT_INTERRUPT = 130
 

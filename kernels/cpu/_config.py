@@ -202,6 +202,16 @@ def _disk_cache():
     return False
 
 
+def cache_path():
+    """The directory this package's compiled kernels are cached in, or None
+    when they compile in memory (nothing writable: see ``_disk_cache``).
+    Decides the cache location first, as the first fill does."""
+    if not __getattr__("SERIAL")["cache"]:
+        return None
+    loc = _KernelsLocator.from_function(sources_digest, os.path.join(KERNELS_DIR, "fills.py"))
+    return None if loc is None else loc.get_cache_path()
+
+
 _OPTIONS_LOCK = threading.Lock()
 
 
