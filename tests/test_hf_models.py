@@ -151,10 +151,16 @@ def test_ties_are_intact_and_allocated_once(name, monkeypatch):
     rec = report[next(n for n, p in m.named_parameters() if p is head)]
     assert rec.aliases and rec.status == "initialized"
     assert rec.history and all("lm_head" not in h for h in rec.history)
-    pad = configs()[name][1].pad_token_id
+    cfg = configs()[name][1]
+    pad = cfg.pad_token_id
+    # the embedding's own draw, once (a second, the head's, would be a repeat from the
+    # stream's next name), then its padding row
+    want = torch.empty(head.shape)
+    ft.normal_(want, 0.0, cfg.initializer_range, seed=0, stream=ft.stream_for(rec.name))
     if pad is not None:
-        assert bool((head[pad] == 0).all())
+        want[pad] = 0
         assert bool((ref.get_input_embeddings().weight[pad] == 0).all())
+    assert torch.equal(bits(head), bits(want))
 
 
 @pytest.mark.parametrize("name", MODELS)
