@@ -12,6 +12,7 @@ from .handoff import to_torch
 from .meta import UnsetBuffersError, materialize
 from .module import InitReport, ParamRecord, UnmatchedParametersError, init_module
 from .redirect import Redirect, redirect
+from .structured import dirac_, eye_, orthogonal_, sparse_
 from .twins import (calculate_gain, constant_, kaiming_normal_, kaiming_uniform_,
                     masked_uniform_, normal_, ones_, trunc_normal_, uniform_, xavier_normal_,
                     xavier_uniform_, zeros_)
@@ -22,5 +23,5 @@ __all__ = [
     "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
     "calculate_gain", "masked_uniform_", "init_module", "materialize", "stream_for",
     "InitReport", "ParamRecord", "UnmatchedParametersError", "to_torch",
-    "redirect", "Redirect", "UnsetBuffersError",
+    "redirect", "Redirect", "UnsetBuffersError", "orthogonal_", "eye_", "dirac_", "sparse_",
 ]

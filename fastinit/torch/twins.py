@@ -6,8 +6,11 @@ call that fills a NumPy buffer, so a tensor gets bit for bit what a NumPy
 buffer of its shape gets. docs/torch.md, section 1.
 """
 
+import math
+import numbers
 import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,6 +56,24 @@ def _check_tensor(tensor, fn):
                          f"under torch.inference_mode()); torch allows no in-place update "
                          f"of it outside inference mode: fill a .clone() of it, or call "
                          f"{fn} inside torch.inference_mode()")
+
+
+def scalar(value, name, fn, integer=False):
+    """The Python number a 0-d tensor, NumPy scalar or 0-d array holds, where torch
+    takes a number (bools as 0 and 1, as torch reads them); other values are left to
+    the core's checks. A tensor or array of other shapes is a TypeError naming
+    ``name``; so is a non-integer when ``integer``."""
+    if isinstance(value, torch.Tensor) or isinstance(value, (np.ndarray, np.generic)):
+        if value.ndim != 0:
+            raise TypeError(f"fastinit.torch.{fn}: {name} must be a number or a 0-d "
+                            f"tensor, got shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool):
+        value = int(value)
+    if integer and not isinstance(value, numbers.Integral):
+        raise TypeError(f"fastinit.torch.{fn}: {name} must be an int, got "
+                        f"{type(value).__name__}")
+    return value
 
 
 def fans(shape):
@@ -138,6 +159,7 @@ def uniform_draw(tensor, a=0.0, b=1.0, generator=None):
     """uniform_'s checks, then its ``draw(buf, offset, seed, stream)``."""
     _check_generator(generator, "uniform_")
     _check_tensor(tensor, "uniform_")
+    a, b = scalar(a, "a", "uniform_"), scalar(b, "b", "uniform_")
 
     def draw(buf, offset, seed, stream):
         uniform(buf, a, b, seed=seed, stream=stream, offset=offset)
@@ -172,6 +194,7 @@ def normal_draw(tensor, mean=0.0, std=1.0, generator=None):
     """normal_'s checks, then its draw."""
     _check_generator(generator, "normal_")
     _check_tensor(tensor, "normal_")
+    mean, std = scalar(mean, "mean", "normal_"), scalar(std, "std", "normal_")
 
     def draw(buf, offset, seed, stream):
         normal(buf, mean, std, seed=seed, stream=stream, offset=offset)
@@ -216,6 +239,8 @@ def trunc_normal_draw(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None, 
     """trunc_normal_'s checks and warning, then its draw."""
     _check_generator(generator, "trunc_normal_")
     _check_tensor(tensor, "trunc_normal_")
+    mean, std = scalar(mean, "mean", "trunc_normal_"), scalar(std, "std", "trunc_normal_")
+    a, b = scalar(a, "a", "trunc_normal_"), scalar(b, "b", "trunc_normal_")
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
                       "The distribution of values may be incorrect.", stacklevel=stacklevel)
@@ -254,6 +279,8 @@ def masked_uniform_(tensor, low, high, threshold, *, seed=None, stream=0):
 def masked_uniform_draw(tensor, low, high, threshold):
     """masked_uniform_'s checks, then its draw."""
     _check_tensor(tensor, "masked_uniform_")
+    low, high = scalar(low, "low", "masked_uniform_"), scalar(high, "high", "masked_uniform_")
+    threshold = scalar(threshold, "threshold", "masked_uniform_")
 
     def draw(buf, offset, seed, stream):
         masked_uniform(buf, low, high, threshold, seed=seed, stream=stream, offset=offset)
@@ -288,6 +315,14 @@ def constant_(tensor, val, *, seed=None, stream=0):
 def constant_draw(tensor, val):
     """constant_'s checks, then its draw (seed and stream unused)."""
     _check_tensor(tensor, "constant_")
+    val = scalar(val, "val", "constant_")
+    if isinstance(val, numbers.Real) and not math.isfinite(val):
+        val = float(val)                   # nan and +-inf: torch's own fill, exactly
+
+        def draw(buf, offset, seed, stream):
+            with torch.no_grad():
+                (buf if isinstance(buf, torch.Tensor) else buf.buffer).fill_(val)
+        return draw
 
     def draw(buf, offset, seed, stream):
         constant(buf, val)
@@ -319,6 +354,7 @@ def _xavier(tensor, gain, generator, fn, fill):
     None for a zero-element tensor (left as it is)."""
     _check_generator(generator, fn)
     _check_tensor(tensor, fn)
+    gain = scalar(gain, "gain", fn)
     fans_ = fans(tuple(tensor.shape))
     if tensor.numel() == 0:
         return None
