@@ -6,10 +6,21 @@ Skipped unless CuPy imports and a CUDA device is present. Checks:
   them) for every distribution and dtype at odd offsets, seeds and streams
   near 2**64, equal the Numba fills of the same arguments;
 - torch CUDA tensors are filled in place (same ``data_ptr``), also on a
-  non-default torch stream, ordered after the work already queued there;
+  non-default torch stream, ordered after the work already queued there,
+  and on the last device while device 0 is current;
+- 2-D strided destinations (``RowsOf`` over CuPy slices, non-contiguous
+  torch views) are one launch and equal the CPU path;
+- fills are captured into a CUDA graph once the kernels are loaded, and the
+  first fill inside capture raises CudaGraphCaptureError;
 - the header's Philox words on the GPU equal cuRAND's Philox4_32_10 after
   ``curand_init(seed, subsequence, 0)`` then ``curand4``, and both equal the
-  Numba generator.
+  Numba generator. ``curand_kernel.h`` comes from a CUDA toolkit or, with
+  wheels only, from the ``nvidia-curand-cu12`` (CUDA 12) / ``nvidia-curand``
+  (CUDA 13) wheel's ``include`` folder; the CCCL headers it includes come
+  with CuPy.
+
+Every buffer is poisoned on the stream that fills it, or synchronized in
+between, so no check can pass by a race.
 """
 
 import glob
@@ -27,10 +38,14 @@ from conftest import assert_same_bits, bits
 
 try:
     import cupy
-    HAVE_GPU = cupy.cuda.runtime.getDeviceCount() > 0
-    WHY = "no CUDA device"
-except Exception as exc:       # CuPy missing, or no driver
-    cupy, HAVE_GPU, WHY = None, False, f"CuPy or a CUDA device is missing ({exc})"
+except Exception as exc:       # CuPy missing, or a broken installation
+    cupy, HAVE_GPU, WHY = None, False, f"CuPy is missing ({exc})"
+else:
+    try:
+        HAVE_GPU = cupy.cuda.runtime.getDeviceCount() > 0
+        WHY = "no CUDA device"
+    except Exception as exc:   # no driver, or a driver older than CuPy's CUDA
+        HAVE_GPU, WHY = False, f"no usable CUDA device ({exc})"
 
 pytestmark = pytest.mark.skipif(not HAVE_GPU, reason=WHY)
 
@@ -69,6 +84,7 @@ def _cuda_buffer(n, dtype, shift=0):
     except TypeError as exc:           # bfloat16 before CuPy 14
         pytest.skip(str(exc))
     base.view(cupy.uint8).fill(0xA5)
+    cupy.cuda.Device().synchronize()   # poisoned before any stream fills it
     return base[shift:shift + n]
 
 
@@ -134,6 +150,61 @@ def test_empty_cuda_alignment():
         assert isinstance(x, cupy.ndarray) and x.shape == (3, 5) and x.data.ptr % align == 0
 
 
+def test_cupy_rows():
+    """RowsOf over a CuPy column slice: one row-strided fill, equal to the CPU
+    rows at the same global indices; the columns outside untouched."""
+    from fastinit.backends import cuda
+    for dtype_name, dtype in DTYPES.items():
+        base = _cuda_buffer(300 * 257, dtype).reshape(300, 257)
+        view = base[:, 3:200]
+        for row_step, offset in ((None, 5), (1000, U64 - 299 * 1000 - 197)):
+            fi.normal(cuda.RowsOf(view, row_step), 0.5, 2.0, seed=U64 - 1, stream=2,
+                      offset=offset)
+            cupy.cuda.get_current_stream().synchronize()
+            step = 197 if row_step is None else row_step
+            want = np.stack([_cpu("normal", dtype, 197, U64 - 1, 2, offset + r * step)
+                             for r in range(300)])
+            host = bits(base)
+            poison = np.iinfo(host.dtype).max // 255 * 0xA5
+            assert_same_bits(host[:, 3:200], want, f"rows {dtype_name} {row_step}")
+            assert (host[:, :3] == poison).all() and (host[:, 200:] == poison).all()
+
+
+def test_graph_capture():
+    """After load_kernels, a fill is captured (torch.cuda.graph) and replays the
+    same values; the first fill on a device inside capture is refused clearly."""
+    from fastinit.backends import cuda
+    if torch is None or not torch.cuda.is_available():
+        pytest.skip("torch with CUDA is not installed")
+    t = torch.zeros(N, device="cuda")
+    cuda.load_kernels(t.device.index)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fi.normal(t, 0.5, 2.0, seed=6, stream=1, offset=3)
+    t.zero_()
+    g.replay()
+    torch.cuda.synchronize()
+    assert_same_bits(bits(t), _cpu("normal", np.float32, N, 6, 1, 3), "graph replay")
+
+    saved = dict(cuda._modules), dict(cuda._functions)
+    cuda._modules.clear()
+    cuda._functions.clear()
+    out = cupy.zeros(1000, cupy.float32)
+    s = cupy.cuda.Stream(non_blocking=True)
+    try:
+        with s:
+            s.begin_capture()
+            try:
+                with pytest.raises(cuda.CudaGraphCaptureError, match="load_kernels"):
+                    fi.uniform(out, seed=1)
+            finally:
+                s.end_capture()
+    finally:
+        cuda._modules.update(saved[0])
+        cuda._functions.update(saved[1])
+    assert int(cupy.count_nonzero(out)) == 0
+
+
 # --- torch ----------------------------------------------------------------------------
 try:
     import torch
@@ -178,6 +249,41 @@ def test_torch_non_default_stream(dtype_name):
     assert t.data_ptr() == ptr
     assert_same_bits(got, _cpu("normal", DTYPES[dtype_name], t.numel(), 2, 3, 7),
                  f"torch stream {dtype_name}")
+
+
+def test_torch_stream_on_last_device():
+    """A tensor on the last device, filled on a non-default stream of it while
+    device 0 is current (the stream is wrapped inside its device's context)."""
+    if torch is None or not torch.cuda.is_available():
+        pytest.skip("torch with CUDA is not installed")
+    last = torch.cuda.device_count() - 1
+    torch.cuda.set_device(0)
+    s = torch.cuda.Stream(device=last)
+    t = torch.full((513, 1001), 3.0, device=f"cuda:{last}")
+    torch.cuda.synchronize(last)
+    with torch.cuda.stream(s):
+        fi.uniform(t, -1.0, 1.0, seed=U64 - 7, stream=5)
+        got = bits(t.reshape(-1))
+    s.synchronize()
+    assert torch.cuda.current_device() == 0
+    want = fi.uniform(np.empty(t.numel(), np.float32), -1.0, 1.0, seed=U64 - 7, stream=5)
+    assert_same_bits(got, bits(want), f"cuda:{last} stream")
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_torch_column_view_one_fill(dtype_name):
+    """fastinit.torch on a CUDA column slice: one row-strided fill in place, the
+    values of the same call on a CPU view, the other columns untouched."""
+    if torch is None or not torch.cuda.is_available():
+        pytest.skip("torch with CUDA is not installed")
+    import fastinit.torch as ft
+    dt = TORCH[dtype_name]
+    g = torch.full((700, 900), 9.0, dtype=dt, device="cuda")
+    c = torch.full((700, 900), 9.0, dtype=dt)
+    ft.trunc_normal_(g[:, 100:750], 0.0, 0.02, -0.04, 0.04, seed=21, stream=4)
+    ft.trunc_normal_(c[:, 100:750], 0.0, 0.02, -0.04, 0.04, seed=21, stream=4)
+    bits_t = torch.int16 if dt == torch.bfloat16 else torch.int32
+    assert torch.equal(g.cpu().view(bits_t), c.view(bits_t))
 
 
 def test_torch_kaiming_on_cuda_matches_cpu():

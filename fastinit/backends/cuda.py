@@ -133,9 +133,9 @@ def _why_no_device(cupy, exc):
         driver = None
     runtime = _cupy_cuda_version(cupy)
     if driver == 0:
-        return (f"no NVIDIA driver was found on this machine (CUDA says "
-                f"cudaErrorInsufficientDriver, as it does when there is no driver at all): "
-                f"install the NVIDIA driver on a machine with a GPU, or fill CPU buffers")
+        return ("no NVIDIA driver was found on this machine (CUDA says "
+                "cudaErrorInsufficientDriver, as it does when there is no driver at all): "
+                "install the NVIDIA driver on a machine with a GPU, or fill CPU buffers")
     if status == ERR_INSUFFICIENT_DRIVER or (driver and runtime and driver < runtime):
         built = f"CUDA {_version(runtime)}" if runtime else "a newer CUDA"
         have = f"CUDA {_version(driver)}" if driver else "an older CUDA"
