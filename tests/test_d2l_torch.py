@@ -234,3 +234,10 @@ def test_chapter_apply_under_redirect_ignores_torch_seed():
             n.apply(my_init)
     for p, q in zip(weights(a), weights(b)):        # my_init writes the weights only
         assert torch.equal(p, q)
+    c = lazy_net()
+    c(X)
+    for n, s in ((a, SEED), (c, SEED + 1)):           # another fastinit seed: other values
+        with ft.redirect(n, seed=s):
+            n.apply(init_normal)
+    for p, q in zip(weights(a), weights(c)):
+        assert float((p == q).float().mean()) < 0.2
