@@ -168,6 +168,29 @@ def test_nvrtc_build(arch):
     assert_exact_ptx(text, f"NVRTC sm_{arch}")
 
 
+def test_curand_source_builds_from_wheels():
+    """tests/test_cuda_gpu.py's cuRAND kernel builds with NVRTC from wheels alone:
+    curand_kernel.h from the nvidia-curand wheel (or a toolkit), the CCCL
+    headers it includes from CuPy. Skipped where no cuRAND header is installed
+    (the test extra does not bring the 170 MB wheel); bench/gpu_check.py
+    counts the GPU test's skip as a failure."""
+    nvrtc = _nvrtc_or_skip()
+    import test_cuda_gpu
+    options = test_cuda_gpu.curand_options()
+    if options is None:
+        pytest.skip("curand_kernel.h not found: pip install nvidia-curand-cu12 (CUDA 12) or "
+                    "nvidia-curand (CUDA 13), or use a CUDA toolkit")
+    prog = nvrtc.createProgram(test_cuda_gpu.CURAND_SRC, "curand_words.cu", (), ())
+    try:
+        nvrtc.compileProgram(prog, list(options) + ["-arch=compute_80"])
+        ptx = nvrtc.getPTX(prog).decode()
+    except nvrtc.NVRTCError as exc:
+        pytest.fail(f"{exc}\n{nvrtc.getProgramLog(prog)}")
+    finally:
+        nvrtc.destroyProgram(prog)
+    assert re.search(r"\.entry\s+curand_words\(", ptx)
+
+
 @pytest.mark.parametrize("lang", ["c99", "c++"])
 def test_header_compiles_warning_free(tmp_path, lang):
     if lang == "c99":
