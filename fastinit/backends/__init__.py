@@ -14,6 +14,18 @@ never compile a Numba kernel:
 - ``fill_constant(target, bits)``: every element = ``bits``, an unsigned
   integer of the element's width.
 
+A backend may also take a 2-D row-strided destination (the CUDA backend
+does; the CPU backend refuses non-contiguous buffers):
+
+- ``as_rows_target(out, row_step=None)``: a checked (rows, cols) view whose
+  rows are contiguous at a row stride ``ld >= cols`` elements (no overlap);
+- ``fill_rows(target, kind, seed, stream, offset, row_step, params)``: element
+  ``(r, c)`` gets the stream's value for global index
+  ``offset + r * row_step + c``, in one launch. ``fill`` and
+  ``fill_constant`` accept such a target too; the public fills reach it
+  through ``fastinit.backends.cuda.RowsOf(buffer, row_step)`` (a non-contiguous
+  torch view or a DTensor column shard, by ``fastinit.torch``).
+
 Adding a backend is one module here and one line in
 ``fastinit._dispatch.BACKENDS``.
 """
