@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 
-from . import _contract
+from . import _contract, structured
 from .buffers import empty
 from .fans import TRUNCATED_STD, fans_by_axes
 from ._blocks import fill_tile, public_fill
@@ -75,6 +75,25 @@ def _dtype(dtype):
         raise ValueError(f"fastinit.jax draws float16, bfloat16, float32 or float64 "
                          f"values, got dtype={dt.name}")
     return dt
+
+
+def _number(value, name):
+    """A Python number from a number, a NumPy scalar or a concrete 0-d array (a
+    ``jnp.float32(0.5)``), converted once, when the initializer is built."""
+    if isinstance(value, numbers.Number) and not isinstance(value, np.ndarray):
+        return value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} is a traced value: fastinit.jax takes concrete numbers "
+                        f"(build the initializer outside jit)")
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be a number or a 0-d array, got "
+                        f"{type(value).__name__}") from exc
+    if arr.ndim != 0 or arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a number or a 0-d array, got shape {arr.shape} "
+                        f"of {arr.dtype}")
+    return arr.item()
 
 
 def _shape(shape):
@@ -176,12 +195,90 @@ class _TruncatedNormal(Initializer):
 
 
 class _Constant(Initializer):
+    """``value`` broadcast to the shape (jnp.full's rule): a number, or an array."""
+
     def __init__(self, value, dtype=None):
         super().__init__(dtype)
-        self.value = value
+        if isinstance(value, jax.core.Tracer):
+            raise TypeError("value is a traced value: fastinit.jax takes concrete values "
+                            "(build the initializer outside jit)")
+        arr = None if isinstance(value, numbers.Number) else np.asarray(value)
+        self.value = arr if arr is not None and arr.ndim else _number(value, "value")
+
+    def __call__(self, key, shape, dtype=None, out_sharding=None):
+        if isinstance(self.value, np.ndarray):
+            shape = _shape(shape)
+            try:
+                ok = np.broadcast_shapes(self.value.shape, shape) == shape
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"constant: value of shape {self.value.shape} does not "
+                                 f"broadcast to shape {shape}")
+        return super().__call__(key, shape, dtype, out_sharding)
 
     def draw(self, shape):
+        if isinstance(self.value, np.ndarray):
+            return None
         return "constant", (self.value,)
+
+    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
+        if not isinstance(self.value, np.ndarray):
+            return super().fill(out, seed=seed, stream=stream, offset=offset, shape=shape)
+        shape = out.shape if shape is None else tuple(shape)
+        flat = np.broadcast_to(self.value, shape).reshape(-1)[offset:offset + out.size]
+        out.reshape(-1)[...] = flat.astype(out.dtype)
+
+
+class _Orthogonal(Initializer):
+    """``jax.nn.initializers.orthogonal``: the matrix has ``shape[column_axis]``
+    columns and the other axes' product rows (fastinit.orthogonal, layout="keras")."""
+
+    def __init__(self, scale, column_axis, dtype=None):
+        super().__init__(dtype)
+        self.scale = _contract.check_real("scale", _number(scale, "scale"))
+        if isinstance(column_axis, bool) or not isinstance(column_axis, numbers.Integral):
+            raise TypeError(f"column_axis must be an int, got {type(column_axis).__name__}")
+        self.column_axis = int(column_axis)
+
+    def check(self, shape):
+        if len(shape) < 2:
+            raise ValueError("orthogonal initializer requires at least a 2D shape")
+        if not -len(shape) <= self.column_axis < len(shape):
+            raise ValueError(f"column_axis {self.column_axis} is out of range for shape "
+                             f"{shape}")
+
+    def __call__(self, key, shape, dtype=None, out_sharding=None):
+        self.check(_shape(shape))
+        return super().__call__(key, shape, dtype, out_sharding)
+
+    def whole(self, buf, seed, stream):
+        return structured.orthogonal(buf, self.scale, layout="keras",
+                                     column_axis=self.column_axis, seed=seed, stream=stream)
+
+    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
+        shape = out.shape if shape is None else tuple(shape)
+        key = (type(self).__name__, self.scale, self.column_axis, shape, out.dtype.name, seed,
+               stream)
+        structured.fill_part(out, shape, offset, key, lambda buf: self.whole(buf, seed, stream))
+
+
+class _DeltaOrthogonal(_Orthogonal):
+    """``jax.nn.initializers.delta_orthogonal``: zeros, and an orthogonal (in, out)
+    matrix at the spatial centre ``((k - 1) // 2, ...)``."""
+
+    def check(self, shape):
+        if len(shape) not in (3, 4, 5):
+            raise ValueError("Delta orthogonal initializer requires a 3D, 4D or 5D shape.")
+        if shape[-1] < shape[-2]:
+            raise ValueError("`fan_in` must be less or equal than `fan_out`. ")
+        if not -2 <= self.column_axis < 2:
+            raise ValueError(f"column_axis {self.column_axis} is out of range for the "
+                             f"(in, out) matrix")
+
+    def whole(self, buf, seed, stream):
+        return structured.delta_orthogonal(buf, self.scale, column_axis=self.column_axis,
+                                           seed=seed, stream=stream)
 
 
 class _VarianceScaling(Initializer):
@@ -192,7 +289,7 @@ class _VarianceScaling(Initializer):
         if distribution not in DISTRIBUTIONS:
             raise ValueError(f"invalid distribution for variance scaling initializer: "
                              f"{distribution}")
-        scale = _contract.check_real("scale", scale)
+        scale = _contract.check_real("scale", _number(scale, "scale"))
         if scale < 0:
             raise ValueError(f"scale must be >= 0 for a variance scaling initializer, "
                              f"got {scale}")
@@ -221,12 +318,12 @@ class _VarianceScaling(Initializer):
 
 def uniform(scale=1e-2, dtype=None):
     """U[0, scale)."""
-    return _Uniform(0.0, scale, dtype)
+    return _Uniform(0.0, _number(scale, "scale"), dtype)
 
 
 def normal(stddev=1e-2, dtype=None):
     """N(0, stddev^2)."""
-    return _Normal(stddev, dtype)
+    return _Normal(_number(stddev, "stddev"), dtype)
 
 
 def truncated_normal(stddev=1e-2, dtype=None, lower=-2.0, upper=2.0):
@@ -234,12 +331,30 @@ def truncated_normal(stddev=1e-2, dtype=None, lower=-2.0, upper=2.0):
 
     ``lower = -inf`` or ``upper = inf`` leave that side open; a cut far out in
     a tail is drawn as exactly as one near the mean (docs/stream.md 3.6)."""
-    return _TruncatedNormal(stddev, lower, upper, dtype)
+    return _TruncatedNormal(_number(stddev, "stddev"), _number(lower, "lower"),
+                            _number(upper, "upper"), dtype)
 
 
 def constant(value, dtype=None):
-    """Every element ``value``."""
+    """Every element ``value``; an array value broadcasts to the shape, as jnp.full."""
     return _Constant(value, dtype)
+
+
+def orthogonal(scale=1.0, column_axis=-1, dtype=None):
+    """A uniformly distributed (semi-)orthogonal matrix times ``scale``, as
+    ``jax.nn.initializers.orthogonal``: ``shape[column_axis]`` columns, the other axes
+    flattened into rows, orthonormal on the smaller side. QR of fastinit.normal
+    values with the sign correction (``fastinit.orthogonal``, docs/stream.md).
+    Sharded (out_sharding, or under jit): every shard computes the whole matrix
+    and keeps its block."""
+    return _Orthogonal(scale, column_axis, dtype)
+
+
+def delta_orthogonal(scale=1.0, column_axis=-1, dtype=None):
+    """``jax.nn.initializers.delta_orthogonal``: for a 3-, 4- or 5-D conv kernel
+    (*spatial, in, out) with in <= out, zeros except at the spatial centre
+    ``((k - 1) // 2, ...)``, which holds ``orthogonal(scale, column_axis)`` of (in, out)."""
+    return _DeltaOrthogonal(scale, column_axis, dtype)
 
 
 zeros = constant(0.0)
@@ -491,6 +606,7 @@ def _replicated(arg_shapes):
 
 
 __all__ = ["Initializer", "uniform", "normal", "truncated_normal", "constant", "zeros", "ones",
+           "orthogonal", "delta_orthogonal",
            "variance_scaling", "glorot_uniform", "xavier_uniform", "glorot_normal",
            "xavier_normal", "lecun_uniform", "lecun_normal", "he_uniform", "kaiming_uniform",
            "he_normal", "kaiming_normal", "compute_fans", "key_to_seed", "sharded",

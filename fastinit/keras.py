@@ -27,14 +27,15 @@ Every class is registered as ``"fastinit>Name"``, so a ``.keras`` file that
 uses them reloads with its initializers once ``fastinit.keras`` is imported.
 """
 
-import numbers
-
 import math
+import numbers
+import re
 
 import keras
 import numpy as np
 
 from . import _contract
+from . import structured
 from ._blocks import fill_tile, public_fill
 from .buffers import empty
 from .fans import DISTRIBUTIONS, MODES, TRUNCATED_STD, axes_size, fans
@@ -59,6 +60,23 @@ def compute_fans(shape, input_axes=None, output_axes=None):
     if len(shape) == 1:
         return int(shape[0]), int(shape[0])
     return fans(shape, "keras")
+
+
+def _number(value, name, who):
+    """A Python number from a number, a NumPy scalar or a scalar (0-d) tensor of any
+    backend, which Keras documents for these arguments; converted once, at
+    construction (so the config holds the number). Else a ValueError naming it."""
+    if isinstance(value, numbers.Number) and not isinstance(value, np.ndarray):
+        return value.item() if isinstance(value, np.generic) else value
+    try:
+        arr = np.asarray(keras.ops.convert_to_numpy(value))
+    except Exception as exc:
+        raise ValueError(f"{who}: {name} must be a number or a scalar tensor, got "
+                         f"{type(value).__name__}") from exc
+    if arr.ndim != 0 or arr.dtype.kind not in "biuf":
+        raise ValueError(f"{who}: {name} must be a number or a scalar tensor, got "
+                         f"shape {arr.shape} of {arr.dtype}")
+    return arr.item()
 
 
 def _shape(shape):
@@ -141,6 +159,10 @@ class _Random(keras.initializers.Initializer):
                 seed, (numbers.Integral, keras.random.SeedGenerator))):
             raise ValueError(f"seed must be an int, None or a keras.random.SeedGenerator, "
                              f"got {seed!r}")
+        if isinstance(seed, numbers.Integral) and not 0 <= seed < 2 ** 64:
+            raise ValueError(f"seed must be in [0, 2**64) (fastinit's Philox key), got "
+                             f"{seed}; Keras's own initializers fail later, when the layer "
+                             f"is built")
         self.seed = int(seed) if isinstance(seed, numbers.Integral) else seed
 
     def _seed_stream(self):
@@ -184,8 +206,36 @@ class RandomUniform(_Random):
     """U[minval, maxval)."""
 
     def __init__(self, minval=-0.05, maxval=0.05, seed=None):
-        self.minval, self.maxval = minval, maxval
+        self.minval = _number(minval, "minval", "RandomUniform")
+        self.maxval = _number(maxval, "maxval", "RandomUniform")
         super().__init__(seed=seed)
+
+    def __call__(self, shape, dtype=None, layout=None):
+        name = keras.backend.standardize_dtype(dtype)
+        if name.startswith(("int", "uint")):
+            return self._integers(_shape(shape), name, layout)
+        return super().__call__(shape, dtype, layout)
+
+    def _integers(self, shape, name, layout):
+        """Integers in [minval, maxval), as Keras draws for an integer dtype: the floor
+        of fastinit.uniform(minval, maxval) in float64 (the same seed and stream)."""
+        low, high = math.ceil(self.minval), math.ceil(self.maxval)
+        if not low < high:
+            raise ValueError(f"RandomUniform: no integer in [minval, maxval) = "
+                             f"[{self.minval}, {self.maxval}) for dtype {name}")
+        info = np.iinfo(name)
+        if low < info.min or high - 1 > info.max:
+            raise ValueError(f"RandomUniform: [minval, maxval) = [{self.minval}, "
+                             f"{self.maxval}) does not fit dtype {name}")
+        seed, stream = self._seed_stream()
+        if seed is None:
+            seed, stream = _contract.take_stream()
+        values = public_fill("uniform", (low, high), np.empty(shape, np.float64), seed=seed,
+                             stream=stream, offset=0)
+        out = keras.ops.convert_to_tensor(np.minimum(np.floor(values), high - 1).astype(name))
+        if layout is not None:
+            out = keras.distribution.distribute_tensor(out, layout_sharding(self, layout))
+        return out
 
     def draw(self, shape):
         return "uniform", (self.minval, self.maxval)
@@ -199,7 +249,9 @@ class MaskedUniform(_Random):
     """U[minval, maxval), then 0 where |x| < threshold (d2l's custom ``MyInit``)."""
 
     def __init__(self, minval=-0.05, maxval=0.05, threshold=0.0, seed=None):
-        self.minval, self.maxval, self.threshold = minval, maxval, threshold
+        self.minval = _number(minval, "minval", "MaskedUniform")
+        self.maxval = _number(maxval, "maxval", "MaskedUniform")
+        self.threshold = _number(threshold, "threshold", "MaskedUniform")
         super().__init__(seed=seed)
 
     def draw(self, shape):
@@ -215,7 +267,8 @@ class RandomNormal(_Random):
     """N(mean, stddev^2)."""
 
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev = mean, stddev
+        self.mean = _number(mean, "mean", type(self).__name__)
+        self.stddev = _number(stddev, "stddev", type(self).__name__)
         super().__init__(seed=seed)
 
     def draw(self, shape):
@@ -230,7 +283,8 @@ class TruncatedNormal(_Random):
     """N(mean, stddev^2) cut to [mean - 2 stddev, mean + 2 stddev] (no variance correction)."""
 
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev = mean, stddev
+        self.mean = _number(mean, "mean", type(self).__name__)
+        self.stddev = _number(stddev, "stddev", type(self).__name__)
         super().__init__(seed=seed)
 
     def draw(self, shape):
@@ -253,6 +307,7 @@ class VarianceScaling(_Random):
 
     def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None,
                  input_axes=None, output_axes=None):
+        scale = _number(scale, "scale", "VarianceScaling")
         if scale <= 0.0:
             raise ValueError(f"Argument `scale` must be positive float. Received: "
                              f"scale={scale}")
@@ -341,14 +396,89 @@ class LecunNormal(_Preset):
 
 
 @_register
+class Orthogonal(_Random):
+    """An orthogonal matrix times ``gain``, as ``keras.initializers.Orthogonal``.
+
+    The matrix is ``(prod(shape[:-1]), shape[-1])``, reshaped to ``shape``: the QR
+    factor of fastinit.normal values with the sign correction
+    (``fastinit.orthogonal(..., layout="keras")``). Under a layout every shard
+    computes the whole matrix and keeps its block.
+    """
+
+    def __init__(self, gain=1.0, seed=None):
+        self.gain = _number(gain, "gain", "Orthogonal")
+        super().__init__(seed=seed)
+
+    def __call__(self, shape, dtype=None, layout=None):
+        shape = _shape(shape)
+        if len(shape) < 2:
+            raise ValueError(f"The tensor to initialize must be at least two-dimensional. "
+                             f"Received: shape={shape} of rank {len(shape)}.")
+        return super().__call__(shape, dtype, layout)
+
+    def draw(self, shape):
+        return None
+
+    def fill(self, out, *, seed, stream=0, offset=0, shape=None):
+        shape = out.shape if shape is None else tuple(shape)
+        key = ("keras.Orthogonal", self.gain, shape, out.dtype.name, seed, stream)
+        structured.fill_part(out, shape, offset, key, lambda buf: structured.orthogonal(
+            buf, self.gain, layout="keras", seed=seed, stream=stream))
+
+    def get_config(self):
+        return {**super().get_config(), "gain": self.gain}
+
+
+@_register
+class Identity(keras.initializers.Initializer):
+    """``gain`` times the identity matrix, as ``keras.initializers.Identity`` (2-D only)."""
+
+    def __init__(self, gain=1.0):
+        self.gain = _number(gain, "gain", "Identity")
+
+    def __call__(self, shape, dtype=None, layout=None):
+        shape, name = _shape(shape), keras.backend.standardize_dtype(dtype)
+        if len(shape) != 2:
+            raise ValueError(f"Identity matrix initializer can only be used for 2D matrices. "
+                             f"Received: shape={shape} of rank {len(shape)}.")
+        if name not in _FLOATS:       # ints and bools: Keras's own way
+            value = self.gain * keras.ops.eye(*shape, dtype=name)
+        else:
+            value = to_backend(structured.eye(empty(shape, name), self.gain))
+        if layout is not None:
+            value = keras.distribution.distribute_tensor(value, layout_sharding(self, layout))
+        return value
+
+    def get_config(self):
+        return {"gain": self.gain}
+
+
+@_register
 class Constant(keras.initializers.Initializer):
-    """Every element ``value`` (a scalar)."""
+    """Every element ``value``: a number, a scalar tensor, or an array that broadcasts
+    to the shape (as Keras's ``cast(value) * ones(shape)``)."""
 
     def __init__(self, value=0.0):
         self.value = value
 
+    def _array(self):
+        """``value`` as a NumPy array when it has dimensions, else None (a scalar)."""
+        if isinstance(self.value, numbers.Number):
+            return None
+        arr = np.asarray(keras.ops.convert_to_numpy(self.value))
+        return arr if arr.ndim else None
+
     def __call__(self, shape, dtype=None, layout=None):
         shape, name = _shape(shape), keras.backend.standardize_dtype(dtype)
+        arr = self._array()
+        if arr is not None:
+            try:
+                ok = np.broadcast_shapes(arr.shape, shape) == shape
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"Constant: value of shape {arr.shape} does not broadcast "
+                                 f"to shape {shape}")
         if name not in _FLOATS:       # ints and bools: Keras's own way
             value = keras.ops.cast(self.value, dtype=name) * keras.ops.ones(shape, dtype=name)
             if layout is not None:
@@ -358,17 +488,25 @@ class Constant(keras.initializers.Initializer):
         if layout is not None:
             return distributed(self, shape, name, layout_sharding(self, layout), None, 0)
         out = empty(shape, name)
-        public_fill(*self.draw(shape), out, seed=None, stream=0, offset=0)
+        self.fill(out, shape=shape)
         return to_backend(out)
 
     def draw(self, shape):
+        if self._array() is not None:
+            return None                # an array: fill copies its broadcast elements
         value = self.value
         if not isinstance(value, numbers.Real):
             value = np.asarray(value).item()
         return "constant", (value,)
 
     def fill(self, out, *, seed=None, stream=0, offset=0, shape=None):
-        public_fill(*self.draw(()), out, seed=seed, stream=stream, offset=offset)
+        arr = self._array()
+        if arr is None:
+            public_fill(*self.draw(()), out, seed=seed, stream=stream, offset=offset)
+            return
+        shape = out.shape if shape is None else tuple(shape)
+        flat = np.broadcast_to(arr, shape).reshape(-1)[offset:offset + out.size]
+        out.reshape(-1)[...] = flat.astype(out.dtype)     # one rounding, as Keras's cast
 
     def get_config(self):
         return {"value": keras.saving.serialize_keras_object(self.value)}
@@ -406,7 +544,18 @@ class Ones(_Fixed):
     VALUE = 1.0
 
 
+# Keras's lower-case names for its own initializers ("glorot_uniform", "he_normal",
+# and its short aliases), as "fastinit>glorot_uniform", ...: keras.initializers.get
+# and a layer's kernel_initializer= take them, as they take "glorot_uniform".
+ALIASES = {re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower(): cls for cls in (
+    RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling, GlorotUniform,
+    GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal, Identity,
+    Constant, Zeros, Ones, MaskedUniform)}
+ALIASES.update({"normal": RandomNormal, "uniform": RandomUniform, "one": Ones, "zero": Zeros})
+for _name, _cls in ALIASES.items():
+    keras.saving.get_custom_objects()[f"fastinit>{_name}"] = _cls
+
 __all__ = ["RandomUniform", "RandomNormal", "TruncatedNormal", "VarianceScaling",
            "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
-           "LecunNormal", "Constant", "Zeros", "Ones", "MaskedUniform", "compute_fans",
+           "LecunNormal", "Constant", "Zeros", "Ones", "MaskedUniform", "Orthogonal", "Identity", "compute_fans",
            "to_backend", "layout_sharding", "distributed"]

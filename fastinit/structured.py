@@ -23,6 +23,7 @@ Every argument is checked before anything is written.
 """
 
 import math
+import threading
 
 import numpy as np
 
@@ -316,5 +317,33 @@ def sparse(out, sparsity, std=0.01, *, seed=None, stream=0):
     return out
 
 
+# --- parts of a whole array (sharded Keras and JAX initializers) -------------------
+_whole = {}                    # key -> the whole array of the last part asked for
+_whole_lock = threading.Lock()
+
+
+def fill_part(out, shape, offset, key, fill_whole):
+    """Fill the C-contiguous ``out`` with the C-order elements ``offset ..`` of the
+    ``shape`` array that ``fill_whole(buffer)`` writes into a buffer of ``out``'s dtype.
+
+    A whole ``out`` (offset 0, as many elements) is filled directly; a part
+    (a shard's run) is copied out of the whole array, computed once per
+    ``key`` (the last key's array is kept, so the runs and tiles of one array,
+    on any thread, share one computation, such as one QR).
+    """
+    shape = tuple(shape)
+    if offset == 0 and out.size == math.prod(shape):
+        fill_whole(out.reshape(shape))
+        return out
+    with _whole_lock:
+        whole = _whole.get(key)
+        if whole is None:
+            whole = fill_whole(np.empty(shape, out.dtype))
+            _whole.clear()
+            _whole[key] = whole
+    out.reshape(-1)[...] = whole.reshape(-1)[offset:offset + out.size]
+    return out
+
+
 __all__ = ["orthogonal", "delta_orthogonal", "eye", "dirac", "sparse", "orthogonal_values",
-           "orthogonal_matrix", "matrix_of", "sparse_zeros"]
+           "orthogonal_matrix", "matrix_of", "sparse_zeros", "fill_part"]
