@@ -2,8 +2,9 @@
 
 One test per init pattern: fills of parameters and of their views, draws into
 temporaries written afterwards (copy_, cat, .data =, new Parameters), calls with
-generator=, parameters the init never writes, vendored samplers; plus ties,
-rules that keep a parameter, and rules that match nothing.
+generator=, parameters the init never writes, vendored samplers, torch's
+structured initializers; plus ties, rules that keep a parameter, and rules
+that match nothing.
 """
 
 import math
@@ -280,22 +281,56 @@ def test_vendored_rejection_loop_truncated_normal_is_reproducible():
     assert not torch.equal(other.w, m.w) and not torch.equal(other.v, m.v)
 
 
-def test_orthogonal_and_sparse_stay_with_torch_with_a_warning():
-    m = nn.Linear(6, 6, bias=False)
-    with pytest.warns(UserWarning, match=r"weight: orthogonal_.*no fastinit orthogonal_ yet"):
-        r = run(m, lambda m: nn.init.orthogonal_(m.weight))
-    w = m.weight.detach()
-    assert torch.allclose(w @ w.T, torch.eye(6), atol=1e-5)
-    assert r.named["weight"].writes == [
-        "test_orthogonal_and_sparse_stay_with_torch_with_a_warning.<locals>.<lambda>: "
-        "orthogonal_(gain=1) [torch generator]"]
-    s = nn.Linear(6, 8, bias=False)
-    with pytest.warns(UserWarning, match=r"weight: sparse_\(sparsity=0.5, std=0.01\)"):
-        r = run(s, lambda m: nn.init.sparse_(m.weight, 0.5))
-    assert len(r.torch_draws) == 1                     # its randperm calls: not again
-    assert r.named["weight"].covered
-    assert r.named["weight"].writes[0].endswith("sparse_(sparsity=0.5, std=0.01) "
-                                                "[torch generator]")
+def test_structured_initializers_are_fastinits_twins():
+    """orthogonal_, sparse_, eye_ and dirac_ never reach a TorchFunctionMode as
+    themselves: the redirect swaps their code while it is active, so each is one call
+    to fastinit.torch's twin, from the parameter's stream (a temporary's: its scope's)."""
+    from torch.nn.init import sparse_                  # a reference saved before the block
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.Linear(6, 4, bias=False)
+            self.fused = nn.Linear(4, 8, bias=False)
+            self.sp = nn.Linear(6, 8, bias=False)
+            self.eye = nn.Linear(5, 3, bias=False)
+            self.conv = nn.Conv2d(4, 4, 3, bias=False)
+
+        def init_weights(self):
+            nn.init.orthogonal_(self.rnn.weight, gain=2.0)
+            a, b = torch.empty(4, 4), torch.empty(4, 4)     # two blocks, one weight
+            nn.init.orthogonal_(a)
+            nn.init.orthogonal_(b)
+            with torch.no_grad():
+                self.fused.weight.copy_(torch.cat([a, b]))
+            sparse_(self.sp.weight, 0.5)
+            nn.init.eye_(self.eye.weight)
+            nn.init.dirac_(self.conv.weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no torch draw left
+        m = independent_of_torch(M, lambda m: m.init_weights())
+    assert same_bits(m.rnn.weight, twin(ft.orthogonal_, (4, 6), gain=2.0, name="rnn.weight"))
+    blocks = [twin(ft.orthogonal_, (4, 4), name=f"#tmp{k}") for k in (0, 1)]
+    assert same_bits(m.fused.weight, torch.cat(blocks))
+    assert same_bits(m.sp.weight, twin(ft.sparse_, (8, 6), 0.5, name="sp.weight"))
+    assert torch.equal(m.eye.weight.detach(), torch.eye(3, 5))
+    want = torch.empty(4, 4, 3, 3)
+    nn.init.dirac_(want)                               # outside: torch's own, restored
+    assert torch.equal(m.conv.weight.detach(), want)
+    r = run(M(), lambda m: m.init_weights())
+    where = "test_structured_initializers_are_fastinits_twins.<locals>.M.init_weights"
+    assert r.named["rnn.weight"].writes == [f"{where}: orthogonal_(gain=2.0)"]
+    assert r.named["sp.weight"].writes == [f"{where}: sparse_(sparsity=0.5, std=0.01)"]
+    assert not r.unset()
+    # an explicit generator stays with torch, as a whole, and is reported
+    lin = nn.Linear(6, 6, bias=False)
+    with pytest.warns(UserWarning, match=r"weight: orthogonal_\(gain=1, generator=torch.Gen"):
+        r = run(lin, lambda m: nn.init.orthogonal_(m.weight,
+                                                   generator=torch.Generator().manual_seed(3)))
+    want = torch.empty(6, 6)
+    nn.init.orthogonal_(want, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(lin.weight.detach(), want) and len(r.torch_draws) == 1
+    assert r.named["weight"].writes[0].endswith("[torch generator: generator=]")
 
 
 def test_protected_parameters_keep_their_values_and_rules_win():

@@ -13,6 +13,7 @@ docs/stream.md, "Parameter streams under the redirect".
 
 import inspect
 import sys
+import types
 import warnings
 import weakref
 
@@ -22,7 +23,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode, handle_torch_function, has_torch_function_unary
 
 from .._contract import stream_for
-from . import twins
+from . import structured, twins
 from .dtensor import basic_index, is_dtensor, positions_of
 from .tracking import (WHOLE, TorchDraw, Tracker, copy_block, geo_key, hashable,
                        index_text, is_dview, label_of, value_text, values_of)
@@ -34,7 +35,9 @@ _INIT = torch.nn.init
 # and the ones whose inner Tensor.uniform_/normal_ the mode recognises by frame.
 TWIN_NAMES = ("uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_",
               "kaiming_uniform_", "kaiming_normal_")
-TORCH_ONLY = ("orthogonal_", "sparse_", "eye_", "dirac_")   # no fastinit version yet
+# torch.nn.init's structured initializers: they do not reach a TorchFunctionMode as
+# themselves, so their code is swapped while a redirect is active (see _Structured)
+STRUCTURED = ("orthogonal_", "sparse_", "eye_", "dirac_")
 WRITE_NAMES = ("constant_", "ones_", "zeros_")
 EMPTY_FUNCS = (torch.empty, torch.empty_like, torch.empty_strided, _T.new_empty,
                _T.new_empty_strided)
@@ -49,7 +52,7 @@ def _originals():
     hf = sys.modules.get("transformers.initialization")
     table = getattr(hf, "TORCH_INIT_FUNCTIONS", {}) if hf is not None else {}
     out = {}
-    for name in TWIN_NAMES + TORCH_ONLY + WRITE_NAMES:
+    for name in TWIN_NAMES + STRUCTURED + WRITE_NAMES:
         fn = table.get(name) or getattr(_INIT, name)
         if getattr(fn, "__module__", "") != "torch.nn.init":
             fn = getattr(_INIT, name)
@@ -63,7 +66,7 @@ def _wrappers():
     hf = sys.modules.get("transformers.initialization")
     if hf is None:
         return {}
-    return {name: getattr(hf, name) for name in TWIN_NAMES + TORCH_ONLY + WRITE_NAMES + ("copy_",)
+    return {name: getattr(hf, name) for name in TWIN_NAMES + STRUCTURED + WRITE_NAMES + ("copy_",)
             if callable(getattr(hf, name, None))}
 
 
@@ -87,6 +90,7 @@ class Redirect(Tracker, TorchFunctionMode):
         self.on_torch_draw = on_torch_draw
         self._hooks = []
         self._saved_trunc = None
+        self._swapped = False
 
     # --- entering and leaving ---------------------------------------------------------
     def __enter__(self):
@@ -96,8 +100,8 @@ class Redirect(Tracker, TorchFunctionMode):
         for name, fn in list(originals.items()) + list(wrappers.items()):
             if name in TWIN_NAMES:
                 kinds[fn] = ("init", name)
-            elif name in TORCH_ONLY:
-                kinds[fn] = ("torch_only", name)
+            elif name in STRUCTURED:
+                kinds[fn] = ("structured", name)
             elif name in WRITE_NAMES or name == "copy_":
                 kinds[fn] = ("write_fn", name)
         kinds[_T.uniform_] = ("tensor_random", "uniform_")
@@ -128,6 +132,9 @@ class Redirect(Tracker, TorchFunctionMode):
         if _INIT._no_grad_trunc_normal_ is not _trunc_helper:
             self._saved_trunc = _INIT._no_grad_trunc_normal_
             _INIT._no_grad_trunc_normal_ = _trunc_helper
+        # orthogonal_, sparse_, eye_, dirac_ reach the mode as one call (the function
+        # objects keep their identity, so transformers' saved references see it too)
+        self._swapped = _STRUCTURED.swap_in()
         mm = torch.nn.modules.module
         for reg in (mm.register_module_parameter_registration_hook,
                     mm.register_module_buffer_registration_hook,
@@ -143,6 +150,9 @@ class Redirect(Tracker, TorchFunctionMode):
             if self._saved_trunc is not None:
                 _INIT._no_grad_trunc_normal_ = self._saved_trunc
                 self._saved_trunc = None
+            if self._swapped:
+                _STRUCTURED.swap_out()
+                self._swapped = False
             for h in self._hooks:
                 h.remove()
             self._hooks = []
@@ -202,12 +212,12 @@ class Redirect(Tracker, TorchFunctionMode):
     def _on_tensor_random(self, name, func, args, kwargs):
         t = args[0]
         init, fargs = self._init_frame()
-        if init in ("orthogonal_", "sparse_"):
+        if init in ("orthogonal_", "sparse_"):                # torch's own code running
             target = fargs.get("tensor")
             label = label_of(init, {k: v for k, v in fargs.items() if k != "tensor"})
             hit = self._resolve(target) if isinstance(target, torch.Tensor) else None
             self.torch_draws.append(TorchDraw(hit[0].name if hit else "a temporary", label,
-                                              f"no fastinit {init} yet"))
+                                              f"torch's own {init}"))
             out = func(*args, **kwargs)
             if hit is not None and target is t:            # sparse_ draws in place
                 self._wrote(hit[0], t, hit[1], f"{label} [torch generator]")
@@ -291,8 +301,61 @@ class Redirect(Tracker, TorchFunctionMode):
         self._wrote(e, t, geo, label + (f" [stream of {sname!r}]" if j else ""))
         return t
 
-    def _on_torch_only(self, name, func, args, kwargs):
-        return func(*args, **kwargs)          # its inner draws and writes are caught one by one
+    def _on_structured(self, name, func, args, kwargs):
+        """orthogonal_, sparse_, eye_, dirac_: fastinit.torch.structured's twins, the
+        random ones from the tensor's stream (as a whole: the view's own shape); torch's
+        own code with ``generator=``, for dtypes fastinit does not fill and for writes
+        into a gathered view of a DTensor parameter (reported)."""
+        try:
+            bound = self._sigs[name].bind(*args, **kwargs)
+        except (TypeError, KeyError):
+            return _STRUCTURED.original(name)(*args, **kwargs)   # torch raises its own error
+        params = dict(bound.arguments)
+        t = params.pop("tensor")
+        gen = params.pop("generator", None)
+        label = label_of(name, dict(params, **({"generator": gen} if gen is not None else {})))
+        hit = self._resolve(t) if isinstance(t, torch.Tensor) else None
+        if hit is not None and (hit[0].protected or self._through_alias(hit[0], label)):
+            return t
+        if (gen is not None or not isinstance(t, torch.Tensor) or t.dtype not in FLOAT_DTYPES
+                or (hit is not None and is_dview(hit[1]))):
+            out = _STRUCTURED.original(name)(*args, **kwargs)
+            if isinstance(t, torch.Tensor):
+                if name in ("orthogonal_", "sparse_"):
+                    reason = ("generator=" if gen is not None else f"dtype {t.dtype}"
+                              if t.dtype not in FLOAT_DTYPES else "a DTensor view")
+                    self._torch_draw(t, label, reason, hit)
+                elif hit is not None:
+                    self._wrote(hit[0], t, hit[1], label + " [torch's own]")
+                else:
+                    self._mark_temp(t, label)
+            return out
+        fn = getattr(structured, name)
+        if name in ("eye_", "dirac_"):                    # deterministic: no stream
+            fn(t, **params)
+            if hit is not None:
+                self._wrote(hit[0], t, hit[1], label)
+            else:
+                self._mark_temp(t, label)
+            return t
+        if hit is None:
+            if t.is_meta:
+                return t
+            sname, stream = self._temp_stream()
+            fn(t, **params, seed=self.seed, stream=stream)
+            self._mark_temp(t, label)
+            self.log.append((sname, label, stream))
+            return t
+        e, geo = hit
+        key = (name, tuple((k, hashable(v)) for k, v in params.items()), geo_key(geo))
+        j = e.repeats.get(key, 0)
+        e.repeats[key] = j + 1
+        sname = e.name if j == 0 else f"{e.name}#{j}"
+        stream = stream_for(self.prefix + sname)
+        fn(t, **params, seed=self.seed, stream=stream)
+        e.stream = stream
+        self._wrote(e, t, geo, label + (f" [stream of {sname!r}]" if j else ""))
+        return t
 
     def _on_other_random(self, name, func, args, kwargs):
         out = func(*args, **kwargs)
@@ -463,6 +526,87 @@ def _clear_hf_flags(module):
 _ORIGINAL_TRUNC = _INIT._no_grad_trunc_normal_
 
 
+def _tramp_orthogonal_(tensor, gain=1, generator=None):
+    import sys
+    return sys.modules["fastinit.torch.redirect"]._STRUCTURED.call(
+        "orthogonal_", tensor, gain=gain, generator=generator)
+
+
+def _tramp_sparse_(tensor, sparsity, std=0.01, generator=None):
+    import sys
+    return sys.modules["fastinit.torch.redirect"]._STRUCTURED.call(
+        "sparse_", tensor, sparsity=sparsity, std=std, generator=generator)
+
+
+def _tramp_eye_(tensor):
+    import sys
+    return sys.modules["fastinit.torch.redirect"]._STRUCTURED.call("eye_", tensor)
+
+
+def _tramp_dirac_(tensor, groups=1):
+    import sys
+    return sys.modules["fastinit.torch.redirect"]._STRUCTURED.call("dirac_", tensor,
+                                                                    groups=groups)
+
+
+class _Structured:
+    """torch.nn.init's orthogonal_, sparse_, eye_ and dirac_ never call
+    handle_torch_function, so a TorchFunctionMode sees only their inner
+    calls. While a redirect is active their code objects are swapped for
+    trampolines (the same function objects, so references saved elsewhere,
+    such as transformers' TORCH_INIT_FUNCTIONS and ``from torch.nn.init
+    import orthogonal_``, see them too): under a torch function mode the call
+    reaches the mode as the function itself; otherwise (another thread) it
+    runs torch's own code, unchanged."""
+
+    def __init__(self):
+        self.depth = 0
+        self.codes = {}            # name -> torch's own code object
+        self.copies = {}           # name -> a copy of torch's own function
+
+    def original(self, name):
+        if name not in self.copies:
+            fn = _ORIGINAL_FUNCS[name]
+            code = self.codes.get(name, fn.__code__)
+            self.copies[name] = types.FunctionType(code, fn.__globals__, name,
+                                                   fn.__defaults__, fn.__closure__)
+        return self.copies[name]
+
+    def call(self, name, tensor, **kwargs):
+        if has_torch_function_unary(tensor):
+            return handle_torch_function(_ORIGINAL_FUNCS[name], (tensor,), tensor, **kwargs)
+        return self.original(name)(tensor, **kwargs)
+
+    def swap_in(self):
+        for name in STRUCTURED:
+            fn = _ORIGINAL_FUNCS[name]
+            if fn.__code__ is not _TRAMPS[name]:
+                if tuple(inspect.signature(fn).parameters) != tuple(
+                        inspect.signature(_TRAMP_FUNCS[name]).parameters):
+                    return False                     # another torch: leave it alone
+        self.depth += 1
+        if self.depth == 1:
+            for name in STRUCTURED:
+                fn = _ORIGINAL_FUNCS[name]
+                self.codes[name] = fn.__code__
+                self.original(name)
+                fn.__code__ = _TRAMPS[name]
+        return True
+
+    def swap_out(self):
+        self.depth -= 1
+        if self.depth == 0:
+            for name in STRUCTURED:
+                _ORIGINAL_FUNCS[name].__code__ = self.codes[name]
+
+
+_ORIGINAL_FUNCS = {name: _originals()[name] for name in STRUCTURED}
+_TRAMP_FUNCS = {"orthogonal_": _tramp_orthogonal_, "sparse_": _tramp_sparse_,
+                "eye_": _tramp_eye_, "dirac_": _tramp_dirac_}
+_TRAMPS = {name: fn.__code__ for name, fn in _TRAMP_FUNCS.items()}
+_STRUCTURED = _Structured()
+
+
 def _trunc_helper(tensor, mean, std, a, b, generator=None):
     """Stands in for torch.nn.init's private rejection sampler while a redirect is
     active, so the mode sees one trunc_normal_ call, never its inner draws."""
@@ -481,11 +625,12 @@ def redirect(module, seed=None, *, prefix="", protect=(), on_torch_draw="warn"):
     ``torch.randn``/``rand``/``normal`` is drawn by the fastinit twin from
     the stream of the tensor's qualified name (``prefix + name``), at the
     view's positions in the tensor; draws into any other tensor get the
-    stream of the module whose code drew them (docs/stream.md). Constants,
-    copies and other operations run as they are. ``torch.nn.init``'s
-    ``orthogonal_``, ``sparse_``, ``eye_``, ``dirac_``, calls with
-    ``generator=`` and other random functions stay with torch (one warning
-    at the end names them; ``on_torch_draw="ignore"`` silences it).
+    stream of the module whose code drew them (docs/stream.md).
+    ``orthogonal_``, ``sparse_``, ``eye_`` and ``dirac_`` are
+    fastinit.torch's twins of them, each as one call. Constants, copies and
+    other operations run as they are. Calls with ``generator=`` and random
+    functions fastinit has no version of stay with torch (one warning at
+    the end names them; ``on_torch_draw="ignore"`` silences it).
     ``protect``: names whose writes are skipped. Returns the mode; after
     the block ``.named``, ``.log``, ``.torch_draws`` and ``.unset()`` tell
     what was written::
