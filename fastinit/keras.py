@@ -513,7 +513,7 @@ class Constant(keras.initializers.Initializer):
 
     @classmethod
     def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["value"]))
+        return cls(keras.saving.deserialize_keras_object(config.get("value", 0.0)))
 
 
 class _Fixed(Constant):
