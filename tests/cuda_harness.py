@@ -47,12 +47,21 @@ def build(args):
     assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
 
 
+_built = {}     # the Shim of kernels/cuda, built once per process
+
+
 def build_shim(out_dir, kernel_dir=KERNELS):
-    """fill.cu (from ``kernel_dir``) as host C++, loaded: a :class:`Shim`."""
+    """fill.cu (from ``kernel_dir``) as host C++, loaded: a :class:`Shim`. The
+    project's own fill.cu is built once per process (test files share it)."""
+    if str(kernel_dir) == KERNELS and KERNELS in _built:
+        return _built[KERNELS]
     out = os.path.join(str(out_dir), "cuda_host.so")
     build([compiler(), *CXXFLAGS, "-I", TESTS_C, "-I", str(kernel_dir),
            os.path.join(TESTS_C, "cuda_host.cpp"), "-o", out])
-    return Shim(out)
+    shim = Shim(out)
+    if str(kernel_dir) == KERNELS:
+        _built[KERNELS] = shim
+    return shim
 
 
 class Shim:
