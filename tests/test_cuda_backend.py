@@ -98,6 +98,35 @@ def test_missing_nvrtc(monkeypatch, shim, cache, runtime, extra, wheel):
     _untouched(got, "no NVRTC")
 
 
+HIDE_NVRTC = r"""
+import cuda.pathfinder as pf
+load = pf.load_nvidia_dynamic_lib
+def refuse(name, *args, **kwargs):
+    if name == "nvrtc":
+        raise pf.DynamicLibNotFoundError('Failure finding "libnvrtc.so*" (hidden by the test)')
+    return load(name, *args, **kwargs)
+pf.load_nvidia_dynamic_lib = refuse
+from fastinit.backends import cuda
+try:
+    cuda.build_binary("90")
+except cuda.CudaUnavailableError as exc:
+    print(str(exc))
+"""
+
+
+def test_real_cupy_without_nvrtc():
+    """The installed CuPy (>= 14) with its NVRTC not found, in a fresh process:
+    CuPy's DynamicLibNotFoundError becomes a CudaUnavailableError with the
+    command for CuPy's CUDA major, where the kernels are built."""
+    cupy = pytest.importorskip("cupy")
+    pytest.importorskip("cuda.pathfinder")
+    major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    proc = subprocess.run([sys.executable, "-c", HIDE_NVRTC], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not be loaded (DynamicLibNotFoundError" in proc.stdout, proc.stdout
+    assert f"pip install 'fastinit[cuda{major}]'" in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("driver, runtime, devices, pattern", [
     (0, 12080, 1, r"no NVIDIA driver was found.*cudaErrorInsufficientDriver.*no driver at all"),
     (12040, 13000, 1, r"driver supports CUDA 12\.4, but this CuPy wheel was built for CUDA "
