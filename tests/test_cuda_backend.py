@@ -218,6 +218,9 @@ def test_second_gpu_torch_stream(monkeypatch, shim, cache, torch_streams, dtype_
     assert stream.ptr == 0x1001 and stream.device_id == 1 and torch_streams == [1]
     assert out.streams == [0x1001] and stream.synced == 0      # ordered, not synchronized
     assert fake.current == 0
+    fi.constant(out, 0.5)                    # CuPy's fill, under `with stream:` on device 1
+    assert_same(got, fi.constant(np.empty(1001, dtype), 0.5), f"constant cuda:1 {dtype_name}")
+    assert out.streams == [0x1001, 0x1001] and fake.current == 0
 
 
 def test_second_gpu_cupy_stream(monkeypatch, shim, cache):
