@@ -261,11 +261,17 @@ def test_torch_stream_on_last_device():
     s = torch.cuda.Stream(device=last)
     t = torch.full((513, 1001), 3.0, device=f"cuda:{last}")
     torch.cuda.synchronize(last)
-    with torch.cuda.stream(s):
+    prev = torch.cuda.current_stream(last)
+    torch.cuda.set_stream(s)            # may make `last` current: make device 0 current again
+    torch.cuda.set_device(0)
+    try:
+        assert torch.cuda.current_device() == 0 and torch.cuda.current_stream(last) == s
         fi.uniform(t, -1.0, 1.0, seed=U64 - 7, stream=5)
-        got = bits(t.reshape(-1))
+    finally:
+        torch.cuda.set_stream(prev)
+        torch.cuda.set_device(0)
     s.synchronize()
-    assert torch.cuda.current_device() == 0
+    got = bits(t.reshape(-1))
     want = fi.uniform(np.empty(t.numel(), np.float32), -1.0, 1.0, seed=U64 - 7, stream=5)
     assert_same_bits(got, bits(want), f"cuda:{last} stream")
 
