@@ -22,8 +22,8 @@ def compiled():
         fi.uniform(fi.empty(1 << 18, dt), seed=1)
 
 
-@pytest.mark.parametrize("kernel", [cpu.fill_serial, cpu.fill_parallel, cpu.tile_uniform32,
-                                    cpu.tile_trunc64, cpu.store32])
+@pytest.mark.parametrize("kernel", [cpu.uniform_serial, cpu.uniform_parallel, cpu.tile_uniform32,
+                                    cpu.tile_uniform64, cpu.store32])
 def test_every_kernel_uses_the_package_locator(kernel):
     loc = kernel._cache._impl._locator
     assert isinstance(loc, _config._KernelsLocator)

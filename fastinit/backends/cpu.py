@@ -156,11 +156,11 @@ def fill(target, kind, seed, stream, offset, params):
     kernels = _load()
     fmt, code = DTYPES[target.name].fmt, KINDS[kind]
     if target.size < PARALLEL_MIN:
-        kernels.fill_serial(target.bits, _contract.ctl_words(seed, stream, offset, fmt, 1, code),
-                            params)
+        kernels.SERIAL_KERNELS[code](
+            target.bits, _contract.ctl_words(seed, stream, offset, fmt, 1, code), params)
         return
     ctl = _contract.ctl_words(seed, stream, offset, fmt, _parallel_chunks(), code)
-    _run_parallel(kernels.fill_parallel, target.bits, ctl, params)
+    _run_parallel(kernels.PARALLEL_KERNELS[code], target.bits, ctl, params)
 
 
 def fill_constant(target, bits):

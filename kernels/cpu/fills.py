@@ -17,7 +17,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_KIND, CTL_OFFSET, CTL_S0,
-                    CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_UNIFORM)
+                    CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
 from ._config import INLINE, PARALLEL, SERIAL
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
@@ -75,9 +75,9 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 # x = y; in the tail form y = 1 - |x| is drawn directly (erfc space), so a
 # deep tail keeps its relative precision. y is clamped so log's argument
 # stays a normal float and x never reaches +-1. The form is the same for the
-# whole fill: the tile loop is inlined once per form with a constant flag,
-# so LLVM compiles one branch-free loop for each (a per-element select made
-# it evaluate both erfinv forms for every element).
+# whole fill: there is one tile loop per form, so LLVM compiles one
+# branch-free loop for each (a per-element select made it evaluate both
+# erfinv forms for every element).
 #
 # v2 (contract 4.4): a tail element with y < 2^-B lies past the range
 # Giles' polynomials were fitted for and is inverted by erfcinv_far; the
@@ -203,32 +203,41 @@ def tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p):
         vals[2 * q], vals[2 * q + 1] = _normal_pair32(words[2 * q], words[2 * q + 1], mean, std)
 
 
+# One loop per form, each inlining only its own transform: a loop taking the
+# form as a flag inlines both transforms at every call site (Numba inlines
+# before LLVM folds the flag), which doubled the compile time. Philox runs
+# first into ``words`` (as for the normal), so each form's transform is
+# inlined once, not once per word of a block: the same values, a third of
+# the compile time.
 @njit(**INLINE)
-def _trunc32_form(w, e0, de, mean, ss, a, b, sign, tail):
-    if tail:
-        return _trunc32_tail(w, e0, de, mean, ss, a, b, sign)
-    return _trunc32_central(w, e0, de, mean, ss, a, b, sign)
-
-
-@njit(**INLINE)
-def _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, tail):
+def _words32(words, fb, nb, k0, k1, s0, s1):
+    """words[4 jj + i] = word i of block fb + jj (as uint32)."""
     for jj in range(nb):
         x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj] = _trunc32_form(x0, e0, de, mean, ss, a, b, sign, tail)
-        vals[4 * jj + 1] = _trunc32_form(x1, e0, de, mean, ss, a, b, sign, tail)
-        vals[4 * jj + 2] = _trunc32_form(x2, e0, de, mean, ss, a, b, sign, tail)
-        vals[4 * jj + 3] = _trunc32_form(x3, e0, de, mean, ss, a, b, sign, tail)
+        words[4 * jj] = U32(x0)
+        words[4 * jj + 1] = U32(x1)
+        words[4 * jj + 2] = U32(x2)
+        words[4 * jj + 3] = U32(x3)
 
 
 @njit(**INLINE)
-def _draw32(vals, fb, nb, k0, k1, s0, s1, e0, de):
-    """First pass: vals = min(max(e0 + de * Um, TINY), 1)."""
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj] = _clamp(e0 + de * (to_f32(k24(x0) | 1) * TWO_M24), TINY_F32, ONE_F32)
-        vals[4 * jj + 1] = _clamp(e0 + de * (to_f32(k24(x1) | 1) * TWO_M24), TINY_F32, ONE_F32)
-        vals[4 * jj + 2] = _clamp(e0 + de * (to_f32(k24(x2) | 1) * TWO_M24), TINY_F32, ONE_F32)
-        vals[4 * jj + 3] = _clamp(e0 + de * (to_f32(k24(x3) | 1) * TWO_M24), TINY_F32, ONE_F32)
+def _trunc32_tail_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
+    for e in range(n):
+        vals[e] = _trunc32_tail(np.uint64(words[e]), e0, de, mean, ss, a, b, sign)
+
+
+@njit(**INLINE)
+def _trunc32_central_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
+    for e in range(n):
+        vals[e] = _trunc32_central(np.uint64(words[e]), e0, de, mean, ss, a, b, sign)
+
+
+@njit(**INLINE)
+def _draw32(vals, words, n, e0, de):
+    """First pass, from the words: vals = min(max(e0 + de * Um, TINY), 1)."""
+    for e in range(n):
+        vals[e] = _clamp(e0 + de * (to_f32(k24(np.uint64(words[e])) | 1) * TWO_M24),
+                         TINY_F32, ONE_F32)
 
 
 @njit(**INLINE)
@@ -248,17 +257,18 @@ def _far_gather(vals, count, ymax, idx):
 @njit(**SERIAL)
 def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
+    _words32(words, fb, nb, k0, k1, s0, s1)
     if tail < HALF_F32:                                  # central
-        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+        _trunc32_central_loop(vals, words, 4 * nb, e0, de, mean, ss, a, b, sign)
     elif tail > ONE_F32:                                 # far tail: (q0, w1) in (e0, de)
-        _draw32(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F32 - e0)
+        _draw32(vals, words, 4 * nb, e0, ONE_F32 - e0)
         for e in range(4 * nb):
             vals[e] = de - log_f32(vals[e])
         far_pass32(vals[:4 * nb], mean, ss, a, b, sign)
     elif e0 + de * TWO_M24 >= TWO_M24:                   # tail, no y below 2^-24
-        _trunc32_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
+        _trunc32_tail_loop(vals, words, 4 * nb, e0, de, mean, ss, a, b, sign)
     else:                # tail with some y below 2^-24: those are redone apart
-        _draw32(vals, fb, nb, k0, k1, s0, s1, e0, de)
+        _draw32(vals, words, 4 * nb, e0, de)     # words are free again after this
         nfar = _far_gather(vals, 4 * nb, TWO_M24, words)
         for e in range(4 * nb):
             vals[e] = _tail_y32(vals[e], mean, ss, a, b, sign)
@@ -297,45 +307,45 @@ def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
         vals[2 * jj], vals[2 * jj + 1] = _normal_pair64(x0, x1, x2, x3, mean, std)
 
 
+# As for 32 bits: Philox first into ``words`` (two words per element), then
+# one loop per form over the elements.
 @njit(**INLINE)
-def _trunc64_form(lo, hi, e0, de, mean, ss, a, b, sign, tail):
-    if tail:
-        return _trunc64_tail(lo, hi, e0, de, mean, ss, a, b, sign)
-    return _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign)
-
-
-@njit(**INLINE)
-def _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, tail):
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[2 * jj] = _trunc64_form(x0, x1, e0, de, mean, ss, a, b, sign, tail)
-        vals[2 * jj + 1] = _trunc64_form(x2, x3, e0, de, mean, ss, a, b, sign, tail)
+def _trunc64_tail_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
+    for e in range(n):
+        vals[e] = _trunc64_tail(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]),
+                                e0, de, mean, ss, a, b, sign)
 
 
 @njit(**INLINE)
-def _draw64(vals, fb, nb, k0, k1, s0, s1, e0, de):
-    """First pass: vals = min(max(e0 + de * Um, TINY), 1)."""
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[2 * jj] = _clamp(e0 + de * (to_f64(k53(x0, x1) | 1) * TWO_M53), TINY_F64, ONE_F64)
-        vals[2 * jj + 1] = _clamp(e0 + de * (to_f64(k53(x2, x3) | 1) * TWO_M53), TINY_F64,
-                                  ONE_F64)
+def _trunc64_central_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
+    for e in range(n):
+        vals[e] = _trunc64_central(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]),
+                                   e0, de, mean, ss, a, b, sign)
+
+
+@njit(**INLINE)
+def _draw64(vals, words, n, e0, de):
+    """First pass, from the words: vals = min(max(e0 + de * Um, TINY), 1)."""
+    for e in range(n):
+        k = k53(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]))
+        vals[e] = _clamp(e0 + de * (to_f64(k | 1) * TWO_M53), TINY_F64, ONE_F64)
 
 
 @njit(**SERIAL)
 def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
+    _words32(words, fb, nb, k0, k1, s0, s1)
     if tail < HALF_F64:                                  # central
-        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, False)
+        _trunc64_central_loop(vals, words, 2 * nb, e0, de, mean, ss, a, b, sign)
     elif tail > ONE_F64:                                 # far tail: (q0, w1) in (e0, de)
-        _draw64(vals, fb, nb, k0, k1, s0, s1, e0, ONE_F64 - e0)
+        _draw64(vals, words, 2 * nb, e0, ONE_F64 - e0)
         for e in range(2 * nb):
             vals[e] = de - log_f64(vals[e])
         far_pass64(vals[:2 * nb], mean, ss, a, b, sign)
     elif e0 + de * TWO_M53 >= TWO_M53:                   # tail, no y below 2^-53
-        _trunc64_loop(vals, fb, nb, k0, k1, s0, s1, e0, de, mean, ss, a, b, sign, True)
+        _trunc64_tail_loop(vals, words, 2 * nb, e0, de, mean, ss, a, b, sign)
     else:                # tail with some y below 2^-53: those are redone apart
-        _draw64(vals, fb, nb, k0, k1, s0, s1, e0, de)
+        _draw64(vals, words, 2 * nb, e0, de)     # words are free again after this
         nfar = _far_gather(vals, 2 * nb, TWO_M53, words)
         for e in range(2 * nb):
             vals[e] = _tail_y64(vals[e], mean, ss, a, b, sign)
@@ -376,26 +386,10 @@ def store64(out, fmt, dst, vals, src, count):
 
 
 
-@njit(**INLINE)
-def _tile32(kind, vals, words, fb, nb, k0, k1, s0, s1, p):
-    if kind == KIND_UNIFORM:
-        tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p)
-    elif kind == KIND_NORMAL:
-        tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p)
-    else:
-        tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p)
-
-
-@njit(**INLINE)
-def _tile64(kind, vals, words, fb, nb, k0, k1, s0, s1, p):
-    if kind == KIND_UNIFORM:
-        tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p)
-    elif kind == KIND_NORMAL:
-        tile_normal64(vals, fb, nb, k0, k1, s0, s1, p)
-    else:
-        tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p)
-
-
+# --- one tile of one distribution, by precision --------------------------------
+# One entry kernel per distribution (below): a fill compiles only the
+# distribution it draws. The precision is chosen when the kernel is typed, by
+# the parameters' dtype.
 @njit(**INLINE)
 def _tile_span(ctl, tile, last, pb):
     """The blocks of ``tile`` the fill needs, and where their values go."""
@@ -409,70 +403,162 @@ def _tile_span(ctl, tile, last, pb):
     return fb, nb, np.int64(g_lo - offset), np.int64(g_lo - fb * pb), np.int64(g_hi - g_lo) + 1
 
 
-@njit(**INLINE)
-def _fill_tile32(out, ctl, p, vals, words, tile, last):
-    fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-    _tile32(ctl[CTL_KIND], vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
-    store32(out, ctl[CTL_FMT], dst, vals, src, count)
+def _uniform_tile(out, ctl, p, vals, words, tile, last):
+    """Compute one tile of a uniform fill and store its part (chosen by precision).
+
+    ``vals`` (TILE values, then TILE more as scratch) and ``words`` (2 TILE
+    uint32: a tile's Philox words, two per element at 64 bits) belong to the
+    calling thread. :func:`_normal_tile` and :func:`_trunc_tile` are the same
+    for their distributions."""
 
 
-@njit(**INLINE)
-def _fill_tile64(out, ctl, p, vals, words, tile, last):
-    fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
-    _tile64(ctl[CTL_KIND], vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
-            ctl[CTL_S1], p)
-    store64(out, ctl[CTL_FMT], dst, vals, src, count)
+def _normal_tile(out, ctl, p, vals, words, tile, last):
+    """See :func:`_uniform_tile`."""
 
 
-def _fill_tile(out, ctl, p, vals, words, tile, last):
-    """Compute one tile and store its part of the fill (chosen by precision).
-
-    ``vals`` (TILE values, then TILE more as scratch) and ``words`` (TILE
-    uint32 scratch) belong to the calling thread."""
+def _trunc_tile(out, ctl, p, vals, words, tile, last):
+    """See :func:`_uniform_tile`."""
 
 
-@overload(_fill_tile, inline="always")
-def _fill_tile_for(out, ctl, p, vals, words, tile, last):
+@overload(_uniform_tile, inline="always")
+def _uniform_tile_for(out, ctl, p, vals, words, tile, last):
     if p.dtype == types.float64:
-        def fill_tile(out, ctl, p, vals, words, tile, last):
-            _fill_tile64(out, ctl, p, vals, words, tile, last)
+        def uniform_tile(out, ctl, p, vals, words, tile, last):
+            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
+            tile_uniform64(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+            store64(out, ctl[CTL_FMT], dst, vals, src, count)
     else:
-        def fill_tile(out, ctl, p, vals, words, tile, last):
-            _fill_tile32(out, ctl, p, vals, words, tile, last)
-    return fill_tile
+        def uniform_tile(out, ctl, p, vals, words, tile, last):
+            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
+            tile_uniform32(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+            store32(out, ctl[CTL_FMT], dst, vals, src, count)
+    return uniform_tile
+
+
+@overload(_normal_tile, inline="always")
+def _normal_tile_for(out, ctl, p, vals, words, tile, last):
+    if p.dtype == types.float64:
+        def normal_tile(out, ctl, p, vals, words, tile, last):
+            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
+            tile_normal64(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+            store64(out, ctl[CTL_FMT], dst, vals, src, count)
+    else:
+        def normal_tile(out, ctl, p, vals, words, tile, last):
+            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
+            tile_normal32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                          ctl[CTL_S1], p)
+            store32(out, ctl[CTL_FMT], dst, vals, src, count)
+    return normal_tile
+
+
+@overload(_trunc_tile, inline="always")
+def _trunc_tile_for(out, ctl, p, vals, words, tile, last):
+    if p.dtype == types.float64:
+        def trunc_tile(out, ctl, p, vals, words, tile, last):
+            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
+            tile_trunc64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                         ctl[CTL_S1], p)
+            store64(out, ctl[CTL_FMT], dst, vals, src, count)
+    else:
+        def trunc_tile(out, ctl, p, vals, words, tile, last):
+            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
+            tile_trunc32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                         ctl[CTL_S1], p)
+            store32(out, ctl[CTL_FMT], dst, vals, src, count)
+    return trunc_tile
+
+
+# --- the entry kernels: one per (distribution, serial or parallel) -------------
+# ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
+# float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
+# distribution's parameters in the compute type (float32 or float64). A
+# serial kernel fills ``out`` tile by tile on this thread; a parallel one on
+# every thread, tiles dealt out in ``ctl[CTL_CHUNKS]`` contiguous chunks.
+# Each is a plain top-level function, so Numba caches it on disk.
+@njit(**INLINE)
+def _serial_span(out, ctl):
+    """(first tile, number of tiles, last global index) of the fill."""
+    offset = ctl[CTL_OFFSET]
+    last = offset + np.uint64(out.size - 1)
+    t_first = offset // TILE_U
+    return t_first, np.int64(last // TILE_U - t_first) + 1, last
+
+
+@njit(**INLINE)
+def _parallel_span(out, ctl):
+    """:func:`_serial_span` and the number of chunks."""
+    t_first, ntiles, last = _serial_span(out, ctl)
+    return t_first, ntiles, min(ntiles, np.int64(ctl[CTL_CHUNKS])), last
 
 
 @njit(**SERIAL)
-def fill_serial(out, ctl, p):
-    """Fill ``out`` tile by tile on this thread.
-
-    ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
-    float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
-    distribution's parameters in the compute type (float32 or float64).
-    """
-    offset = ctl[CTL_OFFSET]
-    last = offset + np.uint64(out.size - 1)
-    t_first = offset // TILE_U
+def uniform_serial(out, ctl, p):
+    t_first, ntiles, last = _serial_span(out, ctl)
     vals = np.empty(2 * TILE, p.dtype)
-    words = np.empty(TILE, np.uint32)
-    for t in range(np.int64(last // TILE_U - t_first) + 1):
-        _fill_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+    words = np.empty(2 * TILE, np.uint32)
+    for t in range(ntiles):
+        _uniform_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
 
 
 @njit(**PARALLEL)
-def fill_parallel(out, ctl, p):
-    """Like :func:`fill_serial` on every thread, tiles dealt out in
-    ``ctl[CTL_CHUNKS]`` contiguous chunks."""
-    offset = ctl[CTL_OFFSET]
-    last = offset + np.uint64(out.size - 1)
-    t_first = offset // TILE_U
-    ntiles = np.int64(last // TILE_U - t_first) + 1
-    nchunks = min(ntiles, np.int64(ctl[CTL_CHUNKS]))
+def uniform_parallel(out, ctl, p):
+    t_first, ntiles, nchunks, last = _parallel_span(out, ctl)
     for c in prange(nchunks):
         vals = np.empty(2 * TILE, p.dtype)
-        words = np.empty(TILE, np.uint32)
+        words = np.empty(2 * TILE, np.uint32)
         for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            _fill_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+            _uniform_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+
+
+@njit(**SERIAL)
+def normal_serial(out, ctl, p):
+    t_first, ntiles, last = _serial_span(out, ctl)
+    vals = np.empty(2 * TILE, p.dtype)
+    words = np.empty(2 * TILE, np.uint32)
+    for t in range(ntiles):
+        _normal_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+
+
+@njit(**PARALLEL)
+def normal_parallel(out, ctl, p):
+    t_first, ntiles, nchunks, last = _parallel_span(out, ctl)
+    for c in prange(nchunks):
+        vals = np.empty(2 * TILE, p.dtype)
+        words = np.empty(2 * TILE, np.uint32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            _normal_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+
+
+@njit(**SERIAL)
+def trunc_serial(out, ctl, p):
+    t_first, ntiles, last = _serial_span(out, ctl)
+    vals = np.empty(2 * TILE, p.dtype)
+    words = np.empty(2 * TILE, np.uint32)
+    for t in range(ntiles):
+        _trunc_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+
+
+@njit(**PARALLEL)
+def trunc_parallel(out, ctl, p):
+    t_first, ntiles, nchunks, last = _parallel_span(out, ctl)
+    for c in prange(nchunks):
+        vals = np.empty(2 * TILE, p.dtype)
+        words = np.empty(2 * TILE, np.uint32)
+        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
+            _trunc_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+
+
+# kind code (kernels/_abi.py) -> its serial and parallel kernels
+SERIAL_KERNELS = {KIND_UNIFORM: uniform_serial, KIND_NORMAL: normal_serial,
+                  KIND_TRUNC: trunc_serial}
+PARALLEL_KERNELS = {KIND_UNIFORM: uniform_parallel, KIND_NORMAL: normal_parallel,
+                    KIND_TRUNC: trunc_parallel}
+
+
+def fill_serial(out, ctl, p):
+    """The serial kernel of ``ctl[CTL_KIND]`` (for host code that builds ``ctl``
+    itself and fills many small runs)."""
+    SERIAL_KERNELS[int(ctl[CTL_KIND])](out, ctl, p)
 
 
 @njit(**PARALLEL)
