@@ -551,7 +551,8 @@ ALIASES = {re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower(): cls for cls in
     RandomUniform, RandomNormal, TruncatedNormal, VarianceScaling, GlorotUniform,
     GlorotNormal, HeUniform, HeNormal, LecunUniform, LecunNormal, Orthogonal, Identity,
     Constant, Zeros, Ones, MaskedUniform)}
-ALIASES.update({"normal": RandomNormal, "uniform": RandomUniform, "one": Ones, "zero": Zeros})
+ALIASES.update({"normal": RandomNormal, "uniform": RandomUniform, "one": Ones, "zero": Zeros,
+                "IdentityInitializer": Identity, "OrthogonalInitializer": Orthogonal})
 for _name, _cls in ALIASES.items():
     keras.saving.get_custom_objects()[f"fastinit>{_name}"] = _cls
 
