@@ -561,6 +561,7 @@ class _Structured:
 
     def __init__(self):
         self.depth = 0
+        self.fits = None
         self.codes = {}            # name -> torch's own code object
         self.copies = {}           # name -> a copy of torch's own function
 
@@ -578,12 +579,11 @@ class _Structured:
         return self.original(name)(tensor, **kwargs)
 
     def swap_in(self):
-        for name in STRUCTURED:
-            fn = _ORIGINAL_FUNCS[name]
-            if fn.__code__ is not _TRAMPS[name]:
-                if tuple(inspect.signature(fn).parameters) != tuple(
-                        inspect.signature(_TRAMP_FUNCS[name]).parameters):
-                    return False                     # another torch: leave it alone
+        if self.fits is None:                        # the same arguments as torch's
+            self.fits = all(_args(_ORIGINAL_FUNCS[name]) == _args(fn)
+                            for name, fn in _TRAMP_FUNCS.items())
+        if not self.fits:
+            return False                             # another torch: leave it alone
         self.depth += 1
         if self.depth == 1:
             for name in STRUCTURED:
@@ -598,6 +598,11 @@ class _Structured:
         if self.depth == 0:
             for name in STRUCTURED:
                 _ORIGINAL_FUNCS[name].__code__ = self.codes[name]
+
+
+def _args(fn):
+    code = fn.__code__
+    return (code.co_varnames[:code.co_argcount + code.co_kwonlyargcount], code.co_freevars)
 
 
 _ORIGINAL_FUNCS = {name: _originals()[name] for name in STRUCTURED}
