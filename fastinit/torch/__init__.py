@@ -1,6 +1,7 @@
 """fastinit.torch: fastinit's fills for PyTorch tensors, modules and DTensors.
 
-Twins of ``torch.nn.init`` (``twins``), ``redirect`` (a model's own init
+Twins of ``torch.nn.init`` (``twins``; orthogonal_, eye_, dirac_, sparse_ in
+``structured``), ``redirect`` (a model's own init
 code with every random draw from fastinit), ``init_module`` and its rules
 (``module``, ``rules``), ``materialize`` for meta-device models (``meta``),
 DTensor shards equal to the same slice of the full tensor (``dtensor``),
