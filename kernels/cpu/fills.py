@@ -155,36 +155,47 @@ def far_pass64(w, mean, ss, a, b, sign):
 
 # --- one tile of values: vals[e] for the tile's elements ----------------------
 # 32-bit: 4 elements per Philox block; 64-bit: 2 elements per block.
+# Philox runs first into ``words`` (a tile's words, as uint32), then one
+# loop per form applies the transform element by element: each transform is
+# inlined once per form, not once per word of a block (Numba inlines before
+# LLVM folds a constant flag, so a loop taking the form as a flag would
+# inline every form at every call site). Same values, a fraction of the
+# compile time.
 @njit(**INLINE)
-def _uniform_form(u, lo, d, floor, top, thr, zero, masked):
-    # inlined with a constant ``masked``; unmasked, |v| < thr never holds
-    # (thr <= 0), so the compare and select are left out
-    if masked:
-        return _uniform(u, lo, d, floor, top, thr, zero)
-    return _clamp(lo + d * u, floor, top)
-
-
-@njit(**INLINE)
-def _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, masked):
+def _words32(words, fb, nb, k0, k1, s0, s1):
+    """words[4 jj + i] = word i of block fb + jj (as uint32)."""
     for jj in range(nb):
         x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[4 * jj] = _uniform_form(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr,
-                                     ZERO_F32, masked)
-        vals[4 * jj + 1] = _uniform_form(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr,
-                                         ZERO_F32, masked)
-        vals[4 * jj + 2] = _uniform_form(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr,
-                                         ZERO_F32, masked)
-        vals[4 * jj + 3] = _uniform_form(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr,
-                                         ZERO_F32, masked)
+        words[4 * jj] = U32(x0)
+        words[4 * jj + 1] = U32(x1)
+        words[4 * jj + 2] = U32(x2)
+        words[4 * jj + 3] = U32(x3)
+
+
+# (Keeping Philox and the uniform's cheap transform in one loop ran at the same
+# speed within noise and took about 2 s more to compile.)
+@njit(**INLINE)
+def _uniform32_loop(vals, words, n, lo, d, floor, top):
+    for e in range(n):
+        vals[e] = _clamp(lo + d * (to_f32(k24(np.uint64(words[e]))) * TWO_M24), floor, top)
+
+
+@njit(**INLINE)
+def _masked_uniform32_loop(vals, words, n, lo, d, floor, top, thr):
+    for e in range(n):
+        vals[e] = _uniform(to_f32(k24(np.uint64(words[e]))) * TWO_M24, lo, d, floor, top, thr,
+                           ZERO_F32)
 
 
 @njit(**SERIAL)
-def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
+def tile_uniform32(vals, words, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
+    # unmasked, |v| < thr never holds (thr <= 0): the compare and select are left out
+    _words32(words, fb, nb, k0, k1, s0, s1)
     if thr > ZERO_F32:              # masked_uniform
-        _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, True)
+        _masked_uniform32_loop(vals, words, 4 * nb, lo, d, floor, top, thr)
     else:
-        _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, False)
+        _uniform32_loop(vals, words, 4 * nb, lo, d, floor, top)
 
 
 @njit(**SERIAL)
@@ -201,23 +212,6 @@ def tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p):
         words[4 * jj + 3] = U32(x3)
     for q in range(2 * nb):
         vals[2 * q], vals[2 * q + 1] = _normal_pair32(words[2 * q], words[2 * q + 1], mean, std)
-
-
-# One loop per form, each inlining only its own transform: a loop taking the
-# form as a flag inlines both transforms at every call site (Numba inlines
-# before LLVM folds the flag), which doubled the compile time. Philox runs
-# first into ``words`` (as for the normal), so each form's transform is
-# inlined once, not once per word of a block: the same values, a third of
-# the compile time.
-@njit(**INLINE)
-def _words32(words, fb, nb, k0, k1, s0, s1):
-    """words[4 jj + i] = word i of block fb + jj (as uint32)."""
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        words[4 * jj] = U32(x0)
-        words[4 * jj + 1] = U32(x1)
-        words[4 * jj + 2] = U32(x2)
-        words[4 * jj + 3] = U32(x3)
 
 
 @njit(**INLINE)
@@ -281,22 +275,27 @@ def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
 
 
 @njit(**INLINE)
-def _uniform64_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, masked):
-    for jj in range(nb):
-        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
-        vals[2 * jj] = _uniform_form(to_f64(k53(x0, x1)) * TWO_M53, lo, d, floor, top, thr,
-                                     ZERO_F64, masked)
-        vals[2 * jj + 1] = _uniform_form(to_f64(k53(x2, x3)) * TWO_M53, lo, d, floor, top, thr,
-                                         ZERO_F64, masked)
+def _uniform64_loop(vals, words, n, lo, d, floor, top):
+    for e in range(n):
+        k = k53(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]))
+        vals[e] = _clamp(lo + d * (to_f64(k) * TWO_M53), floor, top)
+
+
+@njit(**INLINE)
+def _masked_uniform64_loop(vals, words, n, lo, d, floor, top, thr):
+    for e in range(n):
+        k = k53(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]))
+        vals[e] = _uniform(to_f64(k) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
 
 
 @njit(**SERIAL)
-def tile_uniform64(vals, fb, nb, k0, k1, s0, s1, p):
+def tile_uniform64(vals, words, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
+    _words32(words, fb, nb, k0, k1, s0, s1)
     if thr > ZERO_F64:              # masked_uniform
-        _uniform64_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, True)
+        _masked_uniform64_loop(vals, words, 2 * nb, lo, d, floor, top, thr)
     else:
-        _uniform64_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, False)
+        _uniform64_loop(vals, words, 2 * nb, lo, d, floor, top)
 
 
 @njit(**SERIAL)
@@ -425,12 +424,14 @@ def _uniform_tile_for(out, ctl, p, vals, words, tile, last):
     if p.dtype == types.float64:
         def uniform_tile(out, ctl, p, vals, words, tile, last):
             fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
-            tile_uniform64(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+            tile_uniform64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                           ctl[CTL_S1], p)
             store64(out, ctl[CTL_FMT], dst, vals, src, count)
     else:
         def uniform_tile(out, ctl, p, vals, words, tile, last):
             fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-            tile_uniform32(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+            tile_uniform32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                           ctl[CTL_S1], p)
             store32(out, ctl[CTL_FMT], dst, vals, src, count)
     return uniform_tile
 
