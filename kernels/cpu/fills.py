@@ -75,9 +75,12 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 # x = y; in the tail form y = 1 - |x| is drawn directly (erfc space), so a
 # deep tail keeps its relative precision. y is clamped so log's argument
 # stays a normal float and x never reaches +-1. The form is the same for the
-# whole fill: there is one tile loop per form, so LLVM compiles one
-# branch-free loop for each (a per-element select made it evaluate both
-# erfinv forms for every element).
+# whole fill. A tile runs in passes: Philox into ``words``, y into ``vals``
+# (clamped by the form), then y to its value in place, with one erfinv whose
+# arguments the form selects (x = y, t = (1 - y)(1 + y) central; x = 1 - y,
+# t = y (2 - y) tail): erfinv is inlined once, and LLVM never evaluates two
+# erfinv forms per element (a select between two erfinv results made it
+# evaluate both).
 #
 # v2 (contract 4.4): a tail element with y < 2^-B lies past the range
 # Giles' polynomials were fitted for and is inverted by erfcinv_far; the
@@ -86,7 +89,7 @@ def _normal_pair64(w0, w1, w2, w3, mean, std):
 # passes over a tile: y (or q) into ``vals``, then the transform in place,
 # one element per iteration, so each transform is inlined once. A tail fill
 # whose smallest y, e0 + de 2^-B, is at least 2^-B has no far element and
-# runs the v1 loop; for the others the y < 2^-B of a tile are gathered
+# runs the v1 passes; for the others the y < 2^-B of a tile are gathered
 # (indices in ``words``, values in the second half of ``vals``), every
 # element gets the v1 transform, the gathered ones erfcinv_far, and are
 # scattered back: a fill where 1 element in 10^3 is that far pays about that
@@ -96,53 +99,13 @@ BELOW_ONE_F32, TINY_F32 = np.nextafter(F32(1), F32(0)), F32(np.finfo(np.float32)
 BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64).tiny)
 
 
-@njit(**INLINE)
-def _trunc32_tail(w, e0, de, mean, ss, a, b, sign):
-    y = _clamp(e0 + de * (to_f32(k24(w) | 1) * TWO_M24), TINY_F32, ONE_F32)
-    z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
-@njit(**INLINE)
-def _trunc32_central(w, e0, de, mean, ss, a, b, sign):
-    y = _clamp(e0 + de * (to_f32(k24(w) | 1) * TWO_M24), -BELOW_ONE_F32, BELOW_ONE_F32)
-    z = erfinv_xt_f32(y, (ONE_F32 - y) * (ONE_F32 + y))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
-@njit(**INLINE)
-def _trunc64_tail(lo, hi, e0, de, mean, ss, a, b, sign):
-    y = _clamp(e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53), TINY_F64, ONE_F64)
-    z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
-@njit(**INLINE)
-def _trunc64_central(lo, hi, e0, de, mean, ss, a, b, sign):
-    y = _clamp(e0 + de * (to_f64(k53(lo, hi) | 1) * TWO_M53), -BELOW_ONE_F64, BELOW_ONE_F64)
-    z = erfinv_xt_f64(y, (ONE_F64 - y) * (ONE_F64 + y))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
-# the second pass: a drawn y (tail form) or q (far-tail form) to its value
-@njit(**INLINE)
-def _tail_y32(y, mean, ss, a, b, sign):
-    z = erfinv_xt_f32(ONE_F32 - y, y * (TWO_F32 - y))
-    return _clamp(mean + ss * (z * sign), a, b)
-
-
+# the far transform: w = -log(2y) to its value
 @njit(**SERIAL)
 def far_pass32(w, mean, ss, a, b, sign):
     """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
     the tail and far-tail forms share one compiled copy."""
     for i in range(w.size):
         w[i] = _clamp(mean + ss * (erfcinv_far_f32(w[i]) * sign), a, b)
-
-
-@njit(**INLINE)
-def _tail_y64(y, mean, ss, a, b, sign):
-    z = erfinv_xt_f64(ONE_F64 - y, y * (TWO_F64 - y))
-    return _clamp(mean + ss * (z * sign), a, b)
 
 
 @njit(**SERIAL)
@@ -215,23 +178,23 @@ def tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p):
 
 
 @njit(**INLINE)
-def _trunc32_tail_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
+def _draw32(vals, words, n, e0, de, ylo, yhi):
+    """First pass, from the words: vals = y = min(max(e0 + de * Um, ylo), yhi)."""
     for e in range(n):
-        vals[e] = _trunc32_tail(np.uint64(words[e]), e0, de, mean, ss, a, b, sign)
+        vals[e] = _clamp(e0 + de * (to_f32(k24(np.uint64(words[e])) | 1) * TWO_M24), ylo, yhi)
 
 
 @njit(**INLINE)
-def _trunc32_central_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
+def _trunc32_y(vals, n, central, mean, ss, a, b, sign):
+    """Second pass, in place: y to its value, by the form (one erfinv, its
+    arguments selected: x = y, t = (1 - y)(1 + y) central; x = 1 - y,
+    t = y (2 - y) tail)."""
     for e in range(n):
-        vals[e] = _trunc32_central(np.uint64(words[e]), e0, de, mean, ss, a, b, sign)
-
-
-@njit(**INLINE)
-def _draw32(vals, words, n, e0, de):
-    """First pass, from the words: vals = min(max(e0 + de * Um, TINY), 1)."""
-    for e in range(n):
-        vals[e] = _clamp(e0 + de * (to_f32(k24(np.uint64(words[e])) | 1) * TWO_M24),
-                         TINY_F32, ONE_F32)
+        y = vals[e]
+        x = y if central else ONE_F32 - y
+        t = (ONE_F32 - y) * (ONE_F32 + y) if central else y * (TWO_F32 - y)
+        z = erfinv_xt_f32(x, t)
+        vals[e] = _clamp(mean + ss * (z * sign), a, b)
 
 
 @njit(**INLINE)
@@ -252,20 +215,21 @@ def _far_gather(vals, count, ymax, idx):
 def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
     _words32(words, fb, nb, k0, k1, s0, s1)
-    if tail < HALF_F32:                                  # central
-        _trunc32_central_loop(vals, words, 4 * nb, e0, de, mean, ss, a, b, sign)
-    elif tail > ONE_F32:                                 # far tail: (q0, w1) in (e0, de)
-        _draw32(vals, words, 4 * nb, e0, ONE_F32 - e0)
-        for e in range(4 * nb):
+    n = 4 * nb
+    far_tail = tail > ONE_F32                           # (q0, w1) in (e0, de)
+    central = tail < HALF_F32
+    _draw32(vals, words, n, e0, ONE_F32 - e0 if far_tail else de,
+            -BELOW_ONE_F32 if central else TINY_F32, BELOW_ONE_F32 if central else ONE_F32)
+    if far_tail:
+        for e in range(n):
             vals[e] = de - log_f32(vals[e])
-        far_pass32(vals[:4 * nb], mean, ss, a, b, sign)
-    elif e0 + de * TWO_M24 >= TWO_M24:                   # tail, no y below 2^-24
-        _trunc32_tail_loop(vals, words, 4 * nb, e0, de, mean, ss, a, b, sign)
-    else:                # tail with some y below 2^-24: those are redone apart
-        _draw32(vals, words, 4 * nb, e0, de)     # words are free again after this
-        nfar = _far_gather(vals, 4 * nb, TWO_M24, words)
-        for e in range(4 * nb):
-            vals[e] = _tail_y32(vals[e], mean, ss, a, b, sign)
+        far_pass32(vals[:n], mean, ss, a, b, sign)
+        return
+    nfar = 0
+    if not central and e0 + de * TWO_M24 < TWO_M24:     # a tail with some y below 2^-24:
+        nfar = _far_gather(vals, n, TWO_M24, words)     # those are redone apart
+    _trunc32_y(vals, n, central, mean, ss, a, b, sign)
+    if nfar:
         far = vals[TILE:TILE + nfar]          # indexed from 0: see store32
         for i in range(nfar):
             far[i] = -log_f32(far[i] * (TWO_F32 - far[i]))
@@ -309,45 +273,43 @@ def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
 # As for 32 bits: Philox first into ``words`` (two words per element), then
 # one loop per form over the elements.
 @njit(**INLINE)
-def _trunc64_tail_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
-    for e in range(n):
-        vals[e] = _trunc64_tail(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]),
-                                e0, de, mean, ss, a, b, sign)
-
-
-@njit(**INLINE)
-def _trunc64_central_loop(vals, words, n, e0, de, mean, ss, a, b, sign):
-    for e in range(n):
-        vals[e] = _trunc64_central(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]),
-                                   e0, de, mean, ss, a, b, sign)
-
-
-@njit(**INLINE)
-def _draw64(vals, words, n, e0, de):
-    """First pass, from the words: vals = min(max(e0 + de * Um, TINY), 1)."""
+def _draw64(vals, words, n, e0, de, ylo, yhi):
+    """First pass, from the words: vals = y = min(max(e0 + de * Um, ylo), yhi)."""
     for e in range(n):
         k = k53(np.uint64(words[2 * e]), np.uint64(words[2 * e + 1]))
-        vals[e] = _clamp(e0 + de * (to_f64(k | 1) * TWO_M53), TINY_F64, ONE_F64)
+        vals[e] = _clamp(e0 + de * (to_f64(k | 1) * TWO_M53), ylo, yhi)
+
+
+@njit(**INLINE)
+def _trunc64_y(vals, n, central, mean, ss, a, b, sign):
+    """As :func:`_trunc32_y`."""
+    for e in range(n):
+        y = vals[e]
+        x = y if central else ONE_F64 - y
+        t = (ONE_F64 - y) * (ONE_F64 + y) if central else y * (TWO_F64 - y)
+        z = erfinv_xt_f64(x, t)
+        vals[e] = _clamp(mean + ss * (z * sign), a, b)
 
 
 @njit(**SERIAL)
 def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
     _words32(words, fb, nb, k0, k1, s0, s1)
-    if tail < HALF_F64:                                  # central
-        _trunc64_central_loop(vals, words, 2 * nb, e0, de, mean, ss, a, b, sign)
-    elif tail > ONE_F64:                                 # far tail: (q0, w1) in (e0, de)
-        _draw64(vals, words, 2 * nb, e0, ONE_F64 - e0)
-        for e in range(2 * nb):
+    n = 2 * nb
+    far_tail = tail > ONE_F64                           # (q0, w1) in (e0, de)
+    central = tail < HALF_F64
+    _draw64(vals, words, n, e0, ONE_F64 - e0 if far_tail else de,
+            -BELOW_ONE_F64 if central else TINY_F64, BELOW_ONE_F64 if central else ONE_F64)
+    if far_tail:
+        for e in range(n):
             vals[e] = de - log_f64(vals[e])
-        far_pass64(vals[:2 * nb], mean, ss, a, b, sign)
-    elif e0 + de * TWO_M53 >= TWO_M53:                   # tail, no y below 2^-53
-        _trunc64_tail_loop(vals, words, 2 * nb, e0, de, mean, ss, a, b, sign)
-    else:                # tail with some y below 2^-53: those are redone apart
-        _draw64(vals, words, 2 * nb, e0, de)     # words are free again after this
-        nfar = _far_gather(vals, 2 * nb, TWO_M53, words)
-        for e in range(2 * nb):
-            vals[e] = _tail_y64(vals[e], mean, ss, a, b, sign)
+        far_pass64(vals[:n], mean, ss, a, b, sign)
+        return
+    nfar = 0
+    if not central and e0 + de * TWO_M53 < TWO_M53:     # a tail with some y below 2^-53:
+        nfar = _far_gather(vals, n, TWO_M53, words)     # those are redone apart
+    _trunc64_y(vals, n, central, mean, ss, a, b, sign)
+    if nfar:
         far = vals[TILE:TILE + nfar]          # indexed from 0: see store32
         for i in range(nfar):
             far[i] = -log_f64(far[i] * (TWO_F64 - far[i]))
