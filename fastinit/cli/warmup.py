@@ -7,13 +7,21 @@ later processes load them instead of compiling. It prints where the cache
 lives. Exit status 1 when no cache can be written (the kernels would compile
 in memory, in every process); ``NUMBA_CACHE_DIR`` chooses the directory.
 Run it again: it then loads every kernel and compiles none.
+
+The distributions compile side by side in ``--jobs`` processes (one
+distribution's kernels in one process, so that no two processes write one
+kernel's cache entries at once; the store kernels they share are compiled
+first, here).
 """
 
 import os
 import sys
 import time
 
+from ._args import int_arg
+
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+DRAWS = ("uniform", "normal", "truncated_normal")
 EXIT_NO_CACHE = 1
 
 
@@ -21,6 +29,10 @@ def configure_parser(parser):
     parser.add_argument("--dtypes", default=",".join(DTYPES),
                         help="comma-separated dtypes to compile for (default: all: "
                              "%(default)s)")
+    parser.add_argument("--jobs", type=int_arg("--jobs", 1),
+                        default=max(1, min(os.cpu_count() or 1, len(DRAWS))),
+                        help="processes compiling at once, one distribution each "
+                             "(default: %(default)s, up to the number of CPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -34,22 +46,39 @@ def _dtypes(text, parser):
 
 
 def units(dtypes):
-    """(label, fill) for every kernel a fill of ``dtypes`` can use: each
-    distribution on one thread (a small buffer) and on all threads (a buffer
-    of the CPU backend's parallel size), and the parallel constant fill."""
-    import fastinit as fi
+    """(group, label, kind, dtype, n) for every kernel a fill of ``dtypes`` can
+    use: each distribution on one thread (a small buffer) and on all threads
+    (a buffer of the CPU backend's parallel size), and the parallel constant
+    fill (kind "ones"). Each group's kernels are compiled by one process: two
+    processes never write the cache entries of one kernel at once."""
     from ..backends import cpu
-    draws = (("uniform", fi.uniform), ("normal", fi.normal),
-             ("truncated_normal", fi.truncated_normal))
     out = []
-    for dt in dtypes:
-        for mode, n in (("serial", 8), ("parallel", cpu.PARALLEL_MIN)):
-            for name, draw in draws:
-                out.append((f"{name} {dt} {mode}",
-                            lambda draw=draw, dt=dt, n=n: draw(fi.empty((n,), dt), seed=0)))
-        out.append((f"constant {dt} parallel",
-                    lambda dt=dt: fi.ones(fi.empty((cpu.PARALLEL_MIN,), dt))))
+    for name in DRAWS:
+        for dt in dtypes:
+            for mode, n in (("serial", 8), ("parallel", cpu.PARALLEL_MIN)):
+                out.append((name, f"{name} {dt} {mode}", name, dt, n))
+    out += [("uniform", f"constant {dt} parallel", "ones", dt, cpu.PARALLEL_MIN)
+            for dt in dtypes]
     return out
+
+
+def run_unit(kind, dtype, n):
+    """One fill that compiles (or loads) the kernels of one unit."""
+    import fastinit as fi
+    buf = fi.empty((n,), dtype)
+    if kind == "ones":
+        fi.ones(buf)
+    else:
+        getattr(fi, kind)(buf, seed=0)
+
+
+def _worker(todo, done):
+    """A worker process: run ``todo``'s units, put each label on ``done``, then
+    (None, compiled, loaded)."""
+    for _, label, kind, dtype, n in todo:
+        run_unit(kind, dtype, n)
+        done.put((label, 0, 0))
+    done.put((None, *_kernel_stats()))
 
 
 def _kernel_stats():
@@ -62,6 +91,47 @@ def _kernel_stats():
             misses += sum(obj.stats.cache_misses.values())
             hits += sum(obj.stats.cache_hits.values())
     return misses, hits
+
+
+def _in_workers(todo, jobs, bar):
+    """Run ``todo`` in up to ``jobs`` fresh processes, one distribution's units
+    in one process (the truncated normal's, the costliest, alone when it can
+    be); returns their (compiled, loaded)."""
+    import multiprocessing
+    import queue as queues
+    groups = {}
+    for u in todo:
+        groups.setdefault(u[0], []).append(u)
+    order = sorted(groups, key=lambda g: g != "truncated_normal")
+    shares = [[] for _ in range(min(jobs, len(order)))]
+    for i, g in enumerate(order):
+        shares[i % len(shares)].extend(groups[g])
+    ctx = multiprocessing.get_context("spawn")    # no fork of a process that runs Numba
+    done = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(share, done), daemon=True) for share in shares]
+    for p in procs:
+        p.start()
+    compiled = loaded = finished = 0
+    try:
+        while finished < len(procs):
+            try:
+                label, c, h = done.get(timeout=0.5)
+            except queues.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    raise RuntimeError("a warm-up worker process failed (its error is above)")
+                continue
+            if label is None:
+                finished += 1
+                compiled, loaded = compiled + c, loaded + h
+            else:
+                bar.set_postfix_str(label, refresh=True)
+                bar.update(1)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    return compiled, loaded
 
 
 def _index_files(path):
@@ -80,15 +150,22 @@ def run(args, parser):
     print(f"fastinit warmup: kernel cache: {path}", flush=True)
     from .. import _progress
     todo = units(dtypes)
+    # the serial uniform fills first, here: they compile the store kernels every
+    # distribution shares, which the worker processes then load, not write
+    first = [u for u in todo if u[0] == "uniform" and u[1].endswith(" serial")]
+    rest = [u for u in todo if u not in first]
     t0 = time.perf_counter()
     enabled = False if args.quiet else None      # None: shown once it passes a second
     with _progress.bar(len(todo), "compiling kernels", enabled=enabled, unit="fill") as bar:
-        for label, fill in todo:
+        for _, label, kind, dtype, n in first + (rest if args.jobs == 1 else []):
             bar.set_postfix_str(label, refresh=True)
-            fill()
+            run_unit(kind, dtype, n)
             bar.update(1)
+        compiled, loaded = _kernel_stats()
+        if args.jobs > 1 and rest:
+            c, h = _in_workers(rest, args.jobs, bar)
+            compiled, loaded = compiled + c, loaded + h
     seconds = time.perf_counter() - t0
-    compiled, loaded = _kernel_stats()
     written = _index_files(path)
     print(f"fastinit warmup: {len(todo)} fills ({', '.join(dtypes)}) in {seconds:.1f} s: "
           f"{compiled} kernel signatures compiled, {loaded} loaded from the cache; "
