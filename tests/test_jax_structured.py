@@ -100,3 +100,33 @@ def test_scalar_and_array_inputs():
                      np.asarray(fj.normal(0.5)(KEY, (100,), jnp.float32)))
     assert_same_bits(np.asarray(fj.truncated_normal(np.float64(0.2))(KEY, (50,), jnp.float32)),
                      np.asarray(fj.truncated_normal(0.2)(KEY, (50,), jnp.float32)))
+
+
+SHARDED = r"""
+import jax, numpy as np
+import fastinit.jax as fj
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("x", "y"))
+s = NamedSharding(mesh, P("x", "y"))
+key = jax.random.key(1)
+for init, shape in ((fj.orthogonal(), (64, 32)), (fj.delta_orthogonal(), (2, 4, 8, 16))):
+    whole = np.asarray(init(key, shape))
+    jitted = jax.jit(lambda k: init(k, shape), out_shardings=s)(key)
+    assert len(jitted.addressable_shards) == 4
+    assert np.array_equal(np.asarray(jitted), whole), shape
+    assert np.array_equal(np.asarray(fj.sharded(init, shape, s, seed=key)), whole), shape
+print("ok")
+"""
+
+
+def test_sharded_on_four_devices():
+    """Under jit with out_shardings (the partitioned FFI fill) and eagerly sharded, each
+    of 4 CPU devices keeps its block of the one matrix: equal to the unsharded array."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
