@@ -1,25 +1,11 @@
 """Initializers with the ``jax.nn.initializers`` call shape, drawn by fastinit.
 
 ``init = fastinit.jax.glorot_uniform(); w = init(key, (784, 512), jnp.bfloat16)``
-fills a 64-byte aligned buffer and hands it to JAX zero copy. Names,
-arguments and formulas follow ``jax.nn.initializers`` (fans from
-``in_axis``/``out_axis``/``batch_axis``, ``variance_scaling`` with modes
-fan_in, fan_out, fan_avg, fan_geo_avg and distributions truncated_normal,
-normal, uniform); the values come from fastinit's Philox stream.
-
-The key: ``jax.random.key_data(key)`` gives its uint32 words. Two words
-(threefry2x32, JAX's default) give ``seed = w0``, ``stream = w1``; four
-words (rbg, unsafe_rbg) give ``seed = w0 | w1 << 32``,
-``stream = w2 | w3 << 32``. So ``jax.random.key(s)`` for ``0 <= s < 2**32``
-is (seed 0, stream s), and ``jax.random.split`` keys pick other streams.
-
-Under ``jax.jit`` or ``jax.vmap`` (the key is traced) the fill is an XLA FFI
-call on the CPU, partitioned so that under any ``out_shardings`` or sharding
-constraint each device fills only its own tile, from the tile's global
-offsets, straight into XLA's buffer (see the section "inside jit" below and
-docs/keras_jax.md). Eagerly, ``sharded(init, shape, sharding, seed=...)``
-builds a sharded ``jax.Array`` the same way. Either way every shard equals,
-bit for bit, the same slice of the unsharded array.
+fills a 64-byte aligned buffer and hands it to JAX zero copy; names,
+arguments and formulas follow ``jax.nn.initializers``. The key's words give
+(seed, stream) (docs/keras_jax.md, "The key"). Under ``jit``/``vmap`` the fill
+is an XLA FFI call on the CPU, partitioned so each device fills its own tile
+from its global offsets; eagerly, :func:`sharded` does the same.
 """
 
 import math

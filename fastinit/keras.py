@@ -1,30 +1,12 @@
 """Keras 3 initializers drawn by fastinit, handed to the backend zero copy.
 
-Same names, arguments, defaults and configs as ``keras.initializers``;
-fans follow Keras's ``compute_fans`` (kernel layout ``(*kernel, in, out)``,
-and fans for 1-D and scalar shapes too). Each call fills a 64-byte aligned
-buffer (``fastinit.empty``) and hands it to the TensorFlow or JAX backend
-through DLPack (``fastinit.interop``), or to torch (``fastinit.to_torch``);
-the numpy backend gets ``keras.ops.convert_to_tensor`` of it.
-
-Seeds: an int seed is stateless (every call gives the same values);
-``seed=None`` takes the next stream of fastinit's process-wide generator on
-every call (``fastinit.manual_seed`` makes that reproducible); a
-``keras.random.SeedGenerator`` gives new values on every call (its two
-state words become seed and stream). Keras 3's own initializers differ on
-``None``: they draw a seed once, at construction.
-
-Distribution: the call takes Keras 3's optional ``layout`` (a
-``keras.distribution.TensorLayout`` or a backend sharding), which Keras
-passes under ``keras.distribution`` (``ModelParallel`` with a
-``LayoutMap``) on the JAX backend. Each shard is then drawn on its own
-from its global offsets (``jax.make_array_from_callback``): the values are
-those of the undistributed call, and no full array is ever built. Keras's
-distribution API exists on the JAX backend only: a layout on another
-backend raises ValueError.
-
-Every class is registered as ``"fastinit>Name"``, so a ``.keras`` file that
-uses them reloads with its initializers once ``fastinit.keras`` is imported.
+Same names, arguments, defaults and configs as ``keras.initializers``, fans
+as Keras's ``compute_fans``; each class is registered as ``"fastinit>Name"``
+(lower-case aliases too) so ``.keras`` files reload. An int seed is
+stateless; ``seed=None`` and a ``SeedGenerator`` draw new values per call
+(Keras draws a seed once, at construction). Under ``keras.distribution``
+(JAX backend) each shard is drawn from its global offsets. Details and the
+deliberate differences: docs/keras_jax.md.
 """
 
 import math

@@ -1,54 +1,13 @@
-"""The CUDA path: fastinit's fills on NVIDIA GPUs, through CuPy.
+"""The CUDA backend: fastinit's fills on NVIDIA GPUs, through CuPy and NVRTC.
 
-Nothing here runs at ``import fastinit``: the dispatcher imports this module
-when a buffer says it lives on a CUDA device, and CuPy is imported only then.
-
-- **Install.** CuPy and NVRTC come from ``pip install 'fastinit[cuda12]'``
-  (or ``[cuda13]``; ``[cuda]`` is ``[cuda12]``): a CuPy wheel and the
-  ``nvidia-cuda-nvrtc`` wheel of the same CUDA major, which CuPy >= 14 finds
-  by itself. A missing CuPy, NVRTC, driver or device, and a CuPy wheel newer
-  than the driver, raise :class:`CudaUnavailableError` saying which it is and
-  what to install (:func:`_why_no_device`, :func:`_nvrtc`).
-- **Build.** ``kernels/cuda/fill.cu``, with ``kernels/cuda/fastinit_philox.cuh``
-  inlined in place of its ``#include`` (:func:`kernel_source`), is compiled
-  by NVRTC (``cupy.cuda.nvrtc``) with :data:`OPTIONS`: no fused
-  multiply-add, no flush of subnormals, IEEE division and square root, to a
-  cubin for the device's architecture (:func:`build_binary`). The header
-  goes through the ``_rn`` intrinsics, so its values do not depend on
-  ``-fmad``; flush-to-zero would change them, and ``cupy.RawModule(code=...)``
-  always adds ``-ftz=true``, hence NVRTC directly.
-- **Cache and load.** The binary is kept in :func:`cache_dir` under a name
-  that hashes the source, the options, the architecture and NVRTC's
-  version, so later processes skip NVRTC; files are created with the
-  process's umask (a shared cache stays readable), a cached file that fails
-  to load or to pass the self-check is rebuilt, and without a writable cache
-  the binary is loaded from memory and nothing is left on disk. It is loaded
-  (``cupy.cuda.function.Module.load``) once per device per process, and a
-  self-check kernel then confirms that subnormals survive and nothing was
-  contracted (:func:`_selfcheck`). The self-check copies to the host, so
-  the first fill on a device cannot run inside CUDA-graph capture: it says
-  so (:class:`CudaGraphCaptureError`); :func:`load_kernels` loads ahead.
-- **Streams.** A torch CUDA tensor is filled on torch's current stream of
-  its device; a CuPy array on CuPy's current stream; any other DLPack
-  producer on CuPy's current stream, which is then synchronized before the
-  call returns. The stream is passed to the producer's ``__dlpack__``, so
-  the producer's pending work on the buffer is ordered before the fill.
-  Stream objects are made inside the buffer's device context and given to
-  the launch explicitly, so a buffer on another device than the current one
-  works.
-- **Values.** The kernels implement docs/stream.md bit for bit, with the
-  same host-side parameters (``fastinit._contract``) as the CPU kernels, so
-  a GPU fill equals the CPU fill of the same (seed, stream, offset).
-- **2-D destinations.** :func:`as_rows_target` and :func:`fill_rows` fill a
-  (rows, cols) buffer whose rows are contiguous at a row stride, element
-  (r, c) from global index ``offset + r * row_step + c``, in one launch:
-  what a non-contiguous torch view or a DTensor column shard needs. The
-  public fills reach it through :class:`RowsOf`.
-
-The buffer is read through fastinit's own DLPack reader (``_dlpack``)
-rather than ``cupy.from_dlpack``: it keeps bfloat16 (which CuPy before v14
-cannot hold), the DLPack 1.x read-only flag and the same checks as the CPU
-path.
+Imported only when a buffer lives on a CUDA device. ``kernels/cuda/fill.cu``
+(header inlined, :func:`kernel_source`) is built by NVRTC with no fused
+multiply-add and no flush-to-zero (:func:`build_binary`), cached on disk by a
+hash of source, options, architecture and NVRTC version, loaded once per
+device and self-checked. A missing CuPy, NVRTC, driver or device raises
+:class:`CudaUnavailableError` with what to install. Installation, cache,
+streams, 2-D destinations (:class:`RowsOf`) and the host emulation:
+docs/cuda.md.
 """
 
 import functools
