@@ -1,8 +1,8 @@
 """orthogonal_ speed: fastinit.torch.orthogonal_ against torch.nn.init.orthogonal_.
 
-Both factor an n x n float32 matrix of normal values by QR; the QR
-dominates (numpy.linalg.qr's LAPACK for fastinit, torch.linalg.qr's for
-torch). Two measures for each:
+Both factor an n x n float32 matrix of normal values by QR with
+torch.linalg.qr (fastinit.torch hands its own normal draw to torch's
+LAPACK); the QR dominates. Two measures for each:
 
 - fresh: a new Python process imports the library and fills one tensor
   (the first fill, Numba kernels from the disk cache included); the call

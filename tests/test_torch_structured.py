@@ -32,17 +32,36 @@ def core(fill, shape, dtype=torch.float32, *args, **kw):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_orthogonal_matches_core_and_is_orthogonal(dtype):
     t = ft.orthogonal_(torch.empty(12, 3, 2, dtype=dtype), 0.5, seed=1, stream=2)
-    assert_same_bits(t, core(fi.orthogonal, (12, 3, 2), dtype, 0.5, seed=1, stream=2))
+    assert_same_bits(t, core(fi.orthogonal, (12, 3, 2), dtype, 0.5, seed=1, stream=2,
+                             qr=ft.structured.torch_qr))
     m = t.double().view(12, -1) / 0.5
     tol = 1e-12 if dtype == torch.float64 else 1e-5 if dtype == torch.float32 else 1e-2
     assert (m.T @ m - torch.eye(6, dtype=torch.float64)).abs().max() < tol
+
+
+def test_orthogonal_factors_with_torch(monkeypatch):
+    """The twin factors with torch.linalg.qr (torch's LAPACK, faster than NumPy's at
+    large sizes); the core with NumPy's agrees to rounding."""
+    calls = []
+    real = torch.linalg.qr
+
+    def spy(a, *args, **kw):
+        calls.append(tuple(a.shape))
+        return real(a, *args, **kw)
+    monkeypatch.setattr(torch.linalg, "qr", spy)
+    t = ft.orthogonal_(torch.empty(40, 30, dtype=torch.float64), seed=5)
+    assert calls == [(40, 30)]
+    ref = fi.orthogonal(np.empty((40, 30)), seed=5)
+    assert np.abs(t.numpy() - ref).max() < 1e-12
+    with pytest.raises(TypeError, match="qr"):
+        fi.orthogonal(np.empty((4, 3)), seed=5, qr="numpy")
 
 
 def test_orthogonal_views_and_parameters():
     base = torch.zeros(10, 8)
     view = base[:, 2:6]                                  # non-contiguous
     ft.orthogonal_(view, seed=3)
-    assert_same_bits(view, core(fi.orthogonal, (10, 4), seed=3))
+    assert_same_bits(view, core(fi.orthogonal, (10, 4), seed=3, qr=ft.structured.torch_qr))
     assert (base[:, :2] == 0).all() and (base[:, 6:] == 0).all()
     p = torch.nn.Parameter(torch.empty(5, 7))
     v = p._version
