@@ -135,30 +135,39 @@ def _words32(words, fb, nb, k0, k1, s0, s1):
         words[4 * jj + 3] = U32(x3)
 
 
-# (Keeping Philox and the uniform's cheap transform in one loop ran at the same
-# speed within noise and took about 2 s more to compile.)
 @njit(**INLINE)
-def _uniform32_loop(vals, words, n, lo, d, floor, top):
-    for e in range(n):
-        vals[e] = _clamp(lo + d * (to_f32(k24(np.uint64(words[e]))) * TWO_M24), floor, top)
+def _uniform_form(u, lo, d, floor, top, thr, zero, masked):
+    # inlined with a constant ``masked``; unmasked, |v| < thr never holds
+    # (thr <= 0), so the compare and select are left out
+    if masked:
+        return _uniform(u, lo, d, floor, top, thr, zero)
+    return _clamp(lo + d * u, floor, top)
 
 
 @njit(**INLINE)
-def _masked_uniform32_loop(vals, words, n, lo, d, floor, top, thr):
-    for e in range(n):
-        vals[e] = _uniform(to_f32(k24(np.uint64(words[e]))) * TWO_M24, lo, d, floor, top, thr,
-                           ZERO_F32)
+def _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, masked):
+    for jj in range(nb):
+        x0, x1, x2, x3 = _block(fb, jj, k0, k1, s0, s1)
+        vals[4 * jj] = _uniform_form(to_f32(k24(x0)) * TWO_M24, lo, d, floor, top, thr,
+                                     ZERO_F32, masked)
+        vals[4 * jj + 1] = _uniform_form(to_f32(k24(x1)) * TWO_M24, lo, d, floor, top, thr,
+                                         ZERO_F32, masked)
+        vals[4 * jj + 2] = _uniform_form(to_f32(k24(x2)) * TWO_M24, lo, d, floor, top, thr,
+                                         ZERO_F32, masked)
+        vals[4 * jj + 3] = _uniform_form(to_f32(k24(x3)) * TWO_M24, lo, d, floor, top, thr,
+                                         ZERO_F32, masked)
 
 
+# The float32 uniform keeps Philox and its cheap transform in one loop: with
+# Philox into ``words`` first (as below) it compiled in half the time but ran
+# 15-20% slower on one thread (AVX2 development VM).
 @njit(**SERIAL)
-def tile_uniform32(vals, words, fb, nb, k0, k1, s0, s1, p):
+def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
-    # unmasked, |v| < thr never holds (thr <= 0): the compare and select are left out
-    _words32(words, fb, nb, k0, k1, s0, s1)
     if thr > ZERO_F32:              # masked_uniform
-        _masked_uniform32_loop(vals, words, 4 * nb, lo, d, floor, top, thr)
+        _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, True)
     else:
-        _uniform32_loop(vals, words, 4 * nb, lo, d, floor, top)
+        _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, False)
 
 
 @njit(**SERIAL)
@@ -392,8 +401,7 @@ def _uniform_tile_for(out, ctl, p, vals, words, tile, last):
     else:
         def uniform_tile(out, ctl, p, vals, words, tile, last):
             fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-            tile_uniform32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
-                           ctl[CTL_S1], p)
+            tile_uniform32(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
             store32(out, ctl[CTL_FMT], dst, vals, src, count)
     return uniform_tile
 
