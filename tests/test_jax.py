@@ -22,14 +22,10 @@ fj = pytest.importorskip("fastinit.jax")
 
 import fastinit as fi  # noqa: E402
 from fastinit.interop import ALIGN, HandoffCopyWarning  # noqa: E402
+from conftest import bits  # noqa: E402
 
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 TRUNC = 0.87962566103423978
 
-
-def bits(x):
-    x = np.asarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 # --- keys -------------------------------------------------------------------------

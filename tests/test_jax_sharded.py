@@ -37,16 +37,12 @@ import pytest
 
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
+from conftest import bits  # noqa: E402
 
 fj = pytest.importorskip("fastinit.jax")
 
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 N = 4096
 
-
-def bits(x):
-    x = np.asarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 def fill_results(hlo_text):

@@ -31,11 +31,11 @@ fk = pytest.importorskip("fastinit.keras")
 import fastinit as fi  # noqa: E402
 from fastinit.buffers import dtype_of  # noqa: E402
 from fastinit.interop import ALIGN, HandoffCopyWarning  # noqa: E402
+from conftest import bits  # noqa: E402
 
 # keras.ops.convert_to_numpy(tf.Tensor) calls np.array(x); NumPy 2 warns about TF's __array__
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 OTHERS = [b for b in BACKENDS if b != BACKEND]
-UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 SQRT = math.sqrt
 PRESETS = {                      # class: (scale, mode, distribution), as Keras has them
     "GlorotUniform": (1.0, "fan_avg", "uniform"),
@@ -47,10 +47,6 @@ PRESETS = {                      # class: (scale, mode, distribution), as Keras 
 }
 SHAPES = [(), (7,), (5, 6), (3, 3, 4, 8)]
 
-
-def bits(x):
-    x = np.asarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 def host(t):

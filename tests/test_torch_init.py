@@ -17,22 +17,12 @@ from torch import nn
 import fastinit as fi
 import fastinit.torch as ft
 from fastinit.torch import views
+from conftest import bits
 
 TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 NP_OF = {torch.float16: np.float16, torch.bfloat16: ml_dtypes.bfloat16,
          torch.float32: np.float32, torch.float64: np.float64}
-INT_OF = {2: (torch.int16, np.int16), 4: (torch.int32, np.int32), 8: (torch.int64, np.int64)}
 SHAPE = (37, 29)                          # odd sizes: normal pairs straddle rows
-
-
-def bits_t(t):
-    """A tensor's bits as a NumPy integer array (bfloat16 included)."""
-    t = t.detach().contiguous()
-    return t.view(INT_OF[t.element_size()][0]).numpy().copy()
-
-
-def bits_a(a):
-    return np.ascontiguousarray(a).view(INT_OF[a.itemsize][1])
 
 
 # twin, its fastinit fill on NumPy, the twin's positional arguments
@@ -60,7 +50,7 @@ def test_twin_bit_equal_to_numpy_fill(name, ref, args, dtype):
     assert out is t and t.data_ptr() == ptr
     a = np.empty(SHAPE, NP_OF[dtype])
     ref(a, seed=1234, stream=7)
-    np.testing.assert_array_equal(bits_t(t), bits_a(a))
+    np.testing.assert_array_equal(bits(t), bits(a))
 
 
 @pytest.mark.parametrize("dtype", TORCH_DTYPES, ids=str)
@@ -71,7 +61,7 @@ def test_constants_bit_equal(name, value, dtype):
     assert getattr(ft, name)(t, *args) is t
     a = np.empty(SHAPE, NP_OF[dtype])
     fi.constant(a, value)
-    np.testing.assert_array_equal(bits_t(t), bits_a(a))
+    np.testing.assert_array_equal(bits(t), bits(a))
 
 
 def test_large_parallel_fill_bit_equal():
@@ -79,7 +69,7 @@ def test_large_parallel_fill_bit_equal():
     ft.normal_(t, 0.0, 0.02, seed=5, stream=9)
     a = np.empty((300, 1000), ml_dtypes.bfloat16)
     fi.normal(a, 0.0, 0.02, seed=5, stream=9)
-    np.testing.assert_array_equal(bits_t(t), bits_a(a))
+    np.testing.assert_array_equal(bits(t), bits(a))
 
 
 def test_parameter_requires_grad_kept():
@@ -112,14 +102,14 @@ def test_noncontiguous_views_get_contiguous_values(dtype):
     ft.normal_(w.t(), seed=11, stream=2)                # shape (16, 12)
     want = torch.empty(16, 12, dtype=dtype)
     ft.normal_(want, seed=11, stream=2)
-    np.testing.assert_array_equal(bits_t(w.t()), bits_t(want))
+    np.testing.assert_array_equal(bits(w.t()), bits(want))
 
     w = torch.full((12, 16), 9.0, dtype=dtype)
     view = w[:, 3:9]
     ft.uniform_(view, -1, 1, seed=4)
     a = np.empty((12, 6), NP_OF[dtype])
     fi.uniform(a, -1, 1, seed=4)
-    np.testing.assert_array_equal(bits_t(view), bits_a(a))
+    np.testing.assert_array_equal(bits(view), bits(a))
     untouched = torch.cat([w[:, :3], w[:, 9:]], 1)
     assert bool((untouched == 9).all())
 
@@ -140,7 +130,7 @@ def test_large_noncontiguous_views_are_filled_band_by_band(shape, view, dtype):
     ft.normal_(v, 0.5, 2.0, seed=21, stream=4)
     want = torch.empty(v.shape, dtype=dtype)
     ft.normal_(want, 0.5, 2.0, seed=21, stream=4)
-    np.testing.assert_array_equal(bits_t(v), bits_t(want))
+    np.testing.assert_array_equal(bits(v), bits(want))
     if v.numel() < w.numel():                               # the other column(s) stay
         assert bool((w[:, 1::2] == 9).all())
 
@@ -386,14 +376,14 @@ def test_to_torch_zero_copy(dtype):
     t = fi.to_torch(a)
     assert t.data_ptr() == a.ctypes.data
     assert t.dtype == getattr(torch, dtype) and tuple(t.shape) == (6, 5)
-    np.testing.assert_array_equal(bits_t(t), bits_a(a))
+    np.testing.assert_array_equal(bits(t), bits(a))
     t[0, 0] = 3.0                                   # same memory both ways
     assert float(a[0, 0]) == 3.0
     # and a fill through torch lands in the array
     ft.uniform_(t, seed=4)
     b = np.empty((6, 5), a.dtype)
     fi.uniform(b, seed=4)
-    np.testing.assert_array_equal(bits_a(a), bits_a(b))
+    np.testing.assert_array_equal(bits(a), bits(b))
 
 
 def test_to_torch_other_inputs():
