@@ -147,3 +147,18 @@ def test_the_import_graph_check_sees_lazy_imports():
     """The CPU backend imports Numba only inside functions: the check finds it."""
     reached = _numba_reached("fastinit.backends.cpu")
     assert "numba" in reached and "fastinit.kernels.cpu.fills" in reached
+
+
+def test_startup_bench_runs_small():
+    """bench/bench_startup.py end to end on a small model (it is measured by
+    hand; this keeps it from rotting). No timing is asserted."""
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_startup.py"),
+                           "--parts", "imports,materialize", "--repeat", "1",
+                           "--params", "0.005e9"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for line in ("import fastinit over import numpy", "import fastinit.torch over import torch",
+                 "fastinit.torch.materialize", "to_empty + reset_parameters",
+                 "first-touch floor", "reset_parameters / materialize", "materialize / floor"):
+        assert line in proc.stdout, proc.stdout
