@@ -11,7 +11,7 @@ Run it again: it then loads every kernel and compiles none.
 The distributions compile side by side in ``--jobs`` processes (one
 distribution's kernels in one process, so that no two processes write one
 kernel's cache entries at once; the store kernels they share are compiled
-first, here).
+first, here, and the workers start only once a kernel has to compile).
 """
 
 import os
@@ -157,12 +157,18 @@ def run(args, parser):
     t0 = time.perf_counter()
     enabled = False if args.quiet else None      # None: shown once it passes a second
     with _progress.bar(len(todo), "compiling kernels", enabled=enabled, unit="fill") as bar:
-        for _, label, kind, dtype, n in first + (rest if args.jobs == 1 else []):
+        # here, until a unit has to compile (every one, with --jobs 1): with
+        # a full cache no worker process is started
+        while first or rest:
+            _, label, kind, dtype, n = (first or rest).pop(0)
             bar.set_postfix_str(label, refresh=True)
+            before = _kernel_stats()[0]
             run_unit(kind, dtype, n)
             bar.update(1)
+            if not first and args.jobs > 1 and _kernel_stats()[0] > before:
+                break
         compiled, loaded = _kernel_stats()
-        if args.jobs > 1 and rest:
+        if rest:
             c, h = _in_workers(rest, args.jobs, bar)
             compiled, loaded = compiled + c, loaded + h
     seconds = time.perf_counter() - t0
