@@ -68,3 +68,42 @@ def test_digest_follows_the_abi(tmp_path):
     assert d0 == _config.sources_digest()
     abi.write_text(text.replace("CTL_WORDS = 8", "CTL_WORDS = 9"))
     assert _config.sources_digest(shared=(str(abi),)) != d0
+
+
+# -- writes to the disk cache are serialized across processes ----------------
+
+def test_every_kernel_writes_its_cache_under_a_lock():
+    kernels = [obj for obj in vars(cpu).values()
+               if getattr(obj, "_cache", None) is not None and hasattr(obj, "overloads")]
+    assert len(kernels) >= 10
+    for k in kernels:
+        assert type(k._cache._cache_file) is _config.LockedIndexDataCacheFile, k
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX flock")
+def test_a_save_waits_for_the_lock_and_keeps_the_other_entry(tmp_path):
+    """Numba's save reads the index, adds its entry and rewrites it; two
+    processes doing that at once lose an entry or point it at the other's
+    data. Under the lock a save waits, then sees the entry saved before it."""
+    import fcntl
+    import threading
+
+    def cache_file():
+        return _config.LockedIndexDataCacheFile(cache_path=str(tmp_path), filename_base="k",
+                                                source_stamp="stamp")
+
+    first, second = cache_file(), cache_file()
+    first.save("sig-a", "code for a")
+    fd = os.open(first._index_path + ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)             # another process saving right now
+    waiter = threading.Thread(target=second.save, args=("sig-b", "code for b"))
+    try:
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive()               # it waits for the lock
+    finally:
+        os.close(fd)                           # releases it
+    waiter.join(10)
+    assert not waiter.is_alive()
+    check = cache_file()
+    assert check.load("sig-a") == "code for a" and check.load("sig-b") == "code for b"

@@ -177,6 +177,49 @@ if _KernelsLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _KernelsLocator)
 
 
+class LockedIndexDataCacheFile(caching.IndexDataCacheFile):
+    """Numba's cache file with its writes serialized across processes.
+
+    Numba reads a kernel's index, adds an entry and rewrites it without a
+    lock, and numbers the new entry's data file by the entries it saw: two
+    processes adding different signatures of one kernel at once can leave
+    the index pointing one signature at the other's code (a uint16 buffer
+    filled by the uint32 kernel). Holding an exclusive ``flock`` on
+    ``<index>.lock`` around the read-modify-write makes each save see the
+    other's entry. Where no lock can be taken (no ``fcntl``, a file system
+    without locks), Numba's own unlocked save runs.
+    """
+
+    def save(self, key, data):
+        try:
+            import fcntl
+            fd = os.open(self._index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except (ImportError, OSError):
+            return super().save(key, data)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            return super().save(key, data)
+        finally:
+            os.close(fd)             # closing releases the lock
+
+
+def lock_cache_writes(namespace):
+    """Give every cached Numba dispatcher in ``namespace`` (a module's
+    globals) the locked cache file; returns how many."""
+    from numba.core.dispatcher import Dispatcher
+    count = 0
+    for obj in list(namespace.values()):
+        cache = getattr(obj, "_cache", None) if isinstance(obj, Dispatcher) else None
+        cache_file = getattr(cache, "_cache_file", None)
+        if type(cache_file) is caching.IndexDataCacheFile:
+            cache_file.__class__ = LockedIndexDataCacheFile
+            count += 1
+    return count
+
+
 def _disk_cache():
     """Whether the kernels can be cached on disk. Warns (one line) when the
     cache cannot go where Numba's settings put it."""

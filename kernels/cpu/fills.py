@@ -18,7 +18,7 @@ from numba.extending import overload
 
 from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_KIND, CTL_OFFSET, CTL_S0,
                     CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
-from ._config import INLINE, PARALLEL, SERIAL
+from ._config import INLINE, PARALLEL, SERIAL, lock_cache_writes
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
                      erfinv_xt_f32, erfinv_xt_f64, f16_bits, f32_bits, f64_bits, k24,
@@ -542,3 +542,7 @@ def fill_constant(out, v, chunks):
         o = out[c * n // chunks:(c + 1) * n // chunks]
         for e in range(o.size):
             o[e] = v
+
+
+# every kernel's disk-cache writes serialized across processes (_config.py)
+lock_cache_writes(globals())
