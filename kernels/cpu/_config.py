@@ -1,28 +1,11 @@
 """Numba settings for every fastinit CPU kernel, defined once.
 
-- ``fastmath`` is off: the stream contract (docs/stream.md) forbids fused
-  multiply-add contraction and reassociation, so values are bit-identical
-  to the CUDA kernels and the plain-NumPy reference.
-- ``error_model="numpy"``: a float division never raises, so loops that
-  divide (log's ``f / (2 + f)``) still vectorize.
-- ``cache`` is on: each kernel compiles on first use per dtype and is
-  stored on disk, so later processes load it instead of compiling. Numba
-  checks a cached kernel only against its own file, but the kernels of
-  cpu.py inline philox.py; ``_KernelsLocator`` stamps every cached kernel
-  of this package with a digest of all its Python sources, so an edit to
-  any of them recompiles them all.
-- Where the cache goes: where Numba would put it (``NUMBA_CACHE_DIR``, else
-  ``__pycache__`` next to the kernels, else Numba's per-user cache
-  directory); when none of these is writable (a read-only install and
-  home directory), a private directory under the system's temporary
-  directory, with a warning; when that fails too, the kernels compile in
-  memory in every process (``cache=False``), with a warning. This is
-  decided on the first fill, when the kernel modules read ``SERIAL``,
-  ``PARALLEL`` and ``INLINE``.
-- The threading layer is TBB when its library can be found, because Numba's
-  default ``workqueue`` layer aborts when two Python threads launch parallel
-  kernels at once and GNU OpenMP is not fork-safe. Without TBB, fastinit
-  serializes its own parallel launches with a lock (``KERNEL_LOCK``).
+No ``fastmath`` (the contract forbids contraction and reassociation);
+``error_model="numpy"`` (divisions never raise, so loops vectorize); an on-disk
+cache stamped by :class:`_KernelsLocator` with a digest of every kernel source,
+placed as docs/design.md ("Where the disk cache goes") says; TBB as the
+threading layer, else a lock around parallel launches (``KERNEL_LOCK``).
+Why each: docs/design.md, "The CPU kernels".
 """
 
 import atexit
