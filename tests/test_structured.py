@@ -193,7 +193,7 @@ def test_sparse_edges():
      "column_axis"),
     (lambda b: S.orthogonal(b, "x", seed=0), TypeError, "gain"),
     (lambda b: S.orthogonal(b, math.inf, seed=0), ValueError, "gain"),
-    (lambda b: S.orthogonal(b.astype(np.float16), 1e6, seed=0), ValueError, "gain"),
+    (lambda b: S.orthogonal(b.view(np.float16), 1e6, seed=0), ValueError, "gain"),
     (lambda b: S.orthogonal(b, seed=-1), ValueError, "seed"),
     (lambda b: S.eye(b[0]), ValueError, "2 dimensions"),
     (lambda b: S.dirac(b), ValueError, "3, 4, or 5"),
