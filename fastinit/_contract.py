@@ -124,6 +124,21 @@ def _param_cache(build):
     return cached
 
 
+def number_of(value, name, *, to_numpy=np.asarray, error=TypeError, kind="a 0-d array"):
+    """A Python number from a number, a NumPy scalar or a 0-d array-like that
+    ``to_numpy`` converts (a framework's scalar tensor); anything else raises
+    ``error`` naming ``name``. The adapters convert once, when an initializer is built."""
+    if isinstance(value, numbers.Number) and not isinstance(value, np.ndarray):
+        return value.item() if isinstance(value, np.generic) else value
+    try:
+        arr = np.asarray(to_numpy(value))
+    except Exception as exc:
+        raise error(f"{name} must be a number or {kind}, got {type(value).__name__}") from exc
+    if arr.ndim != 0 or arr.dtype.kind not in "biuf":
+        raise error(f"{name} must be a number or {kind}, got shape {arr.shape} of {arr.dtype}")
+    return arr.item()
+
+
 def check_real(name, value, infinite=False):
     """``value`` as a finite Python float, or a clear error naming it.
 

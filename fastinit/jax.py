@@ -66,20 +66,10 @@ def _dtype(dtype):
 def _number(value, name):
     """A Python number from a number, a NumPy scalar or a concrete 0-d array (a
     ``jnp.float32(0.5)``), converted once, when the initializer is built."""
-    if isinstance(value, numbers.Number) and not isinstance(value, np.ndarray):
-        return value.item() if isinstance(value, np.generic) else value
     if isinstance(value, jax.core.Tracer):
         raise TypeError(f"{name} is a traced value: fastinit.jax takes concrete numbers "
                         f"(build the initializer outside jit)")
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:
-        raise TypeError(f"{name} must be a number or a 0-d array, got "
-                        f"{type(value).__name__}") from exc
-    if arr.ndim != 0 or arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a number or a 0-d array, got shape {arr.shape} "
-                        f"of {arr.dtype}")
-    return arr.item()
+    return _contract.number_of(value, name)
 
 
 def _shape(shape):

@@ -48,17 +48,8 @@ def _number(value, name, who):
     """A Python number from a number, a NumPy scalar or a scalar (0-d) tensor of any
     backend, which Keras documents for these arguments; converted once, at
     construction (so the config holds the number). Else a ValueError naming it."""
-    if isinstance(value, numbers.Number) and not isinstance(value, np.ndarray):
-        return value.item() if isinstance(value, np.generic) else value
-    try:
-        arr = np.asarray(keras.ops.convert_to_numpy(value))
-    except Exception as exc:
-        raise ValueError(f"{who}: {name} must be a number or a scalar tensor, got "
-                         f"{type(value).__name__}") from exc
-    if arr.ndim != 0 or arr.dtype.kind not in "biuf":
-        raise ValueError(f"{who}: {name} must be a number or a scalar tensor, got "
-                         f"shape {arr.shape} of {arr.dtype}")
-    return arr.item()
+    return _contract.number_of(value, f"{who}: {name}", to_numpy=keras.ops.convert_to_numpy,
+                               error=ValueError, kind="a scalar tensor")
 
 
 def _shape(shape):
@@ -540,5 +531,5 @@ for _name, _cls in ALIASES.items():
 
 __all__ = ["RandomUniform", "RandomNormal", "TruncatedNormal", "VarianceScaling",
            "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
-           "LecunNormal", "Constant", "Zeros", "Ones", "MaskedUniform", "Orthogonal", "Identity", "compute_fans",
-           "to_backend", "layout_sharding", "distributed"]
+           "LecunNormal", "Constant", "Zeros", "Ones", "MaskedUniform", "Orthogonal", "Identity",
+           "compute_fans", "to_backend", "layout_sharding", "distributed"]
