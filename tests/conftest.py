@@ -81,3 +81,18 @@ def poisoned():
 def poison():
     """``poison(arr)``: overwrite ``arr`` (contiguous) with the poison pattern; returns it."""
     return poison_fill
+
+
+@pytest.fixture
+def empty_like_shapes(monkeypatch):
+    """The shapes ``torch.empty_like`` allocates from now on (``Module.to_empty``
+    allocates through it); ``monkeypatch.undo()`` stops the count."""
+    import torch
+    shapes = []
+    real = torch.empty_like
+
+    def counting(t, *args, **kw):
+        shapes.append(tuple(t.shape))
+        return real(t, *args, **kw)
+    monkeypatch.setattr(torch, "empty_like", counting)
+    return shapes

@@ -370,7 +370,7 @@ def test_rules_that_match_nothing_are_errors():
         ft.init_module(net, {"*.weights": "zeros"}, seed=SEED, on_unused_rule="warn")
 
 
-def test_plain_torch_ties_stay_tied_and_are_allocated_once(monkeypatch):
+def test_plain_torch_ties_stay_tied_and_are_allocated_once(monkeypatch, empty_like_shapes):
     class LM(nn.Module):
         def __init__(self):
             super().__init__()
@@ -380,13 +380,7 @@ def test_plain_torch_ties_stay_tied_and_are_allocated_once(monkeypatch):
             self.head.weight = self.embed.weight
     with torch.device("meta"):
         m = LM()
-    allocated = []
-    empty_like = torch.empty_like
-
-    def counting(t, *args, **kw):                   # to_empty allocates through empty_like
-        allocated.append(tuple(t.shape))
-        return empty_like(t, *args, **kw)
-    monkeypatch.setattr(torch, "empty_like", counting)
+    allocated = empty_like_shapes
     r = ft.materialize(m, seed=SEED)
     monkeypatch.undo()
     assert allocated.count((20, 8)) == 1            # the tied weight: once
