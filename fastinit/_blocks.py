@@ -73,11 +73,12 @@ def fill_runs(kind, args, rows, index, run, offsets, *, seed, stream):
     C.check_range(int(np.max(offsets)), run)
     from .kernels.cpu import fills as kernels
     bits = rows.view(spec.bits)
-    ctl = C.ctl_words(seed, stream, 0, spec.fmt, 1, KINDS[_KERNEL_KIND[kind]])
-    fill_serial = kernels.fill_serial
+    code = KINDS[_KERNEL_KIND[kind]]
+    ctl = C.ctl_words(seed, stream, 0, spec.fmt, 1, code)
+    kernel = kernels.SERIAL_KERNELS[code]                 # chosen once, not per run
     for i in range(1, n):
         ctl[CTL_OFFSET] = offsets[i]
-        fill_serial(bits[index[i], :run], ctl, params)
+        kernel(bits[index[i], :run], ctl, params)
     return rows
 
 

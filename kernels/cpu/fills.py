@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_KIND, CTL_OFFSET, CTL_S0,
+from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0,
                     CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
 from ._config import INLINE, PARALLEL, SERIAL, lock_cache_writes
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
@@ -524,12 +524,6 @@ SERIAL_KERNELS = {KIND_UNIFORM: uniform_serial, KIND_NORMAL: normal_serial,
                   KIND_TRUNC: trunc_serial}
 PARALLEL_KERNELS = {KIND_UNIFORM: uniform_parallel, KIND_NORMAL: normal_parallel,
                     KIND_TRUNC: trunc_parallel}
-
-
-def fill_serial(out, ctl, p):
-    """The serial kernel of ``ctl[CTL_KIND]`` (for host code that builds ``ctl``
-    itself and fills many small runs)."""
-    SERIAL_KERNELS[int(ctl[CTL_KIND])](out, ctl, p)
 
 
 @njit(**PARALLEL)
