@@ -84,6 +84,27 @@ def materialize(module, device="cpu", *, seed=None, rules=None, init=None, prefi
     passes about a second; ``progress=True``/``False`` forces it on/off.
     Returns the InitReport.
     """
+    return materialize_into(
+        module, lambda m, ties: _allocate(m, device, ties), device=device, seed=seed,
+        rules=rules, init=init, prefix=prefix, defaults=defaults, on_unmatched=on_unmatched,
+        on_buffers=on_buffers, on_unused_rule=on_unused_rule, progress=progress)
+
+
+def materialize_into(module, allocate, *, device="cpu", seed=None, rules=None, init=None,
+                     prefix="", defaults=True, on_unmatched="error", on_buffers="error",
+                     on_unused_rule="error", progress=None, on_write=None, checked=None):
+    """:func:`materialize` with the storage chosen by the caller.
+
+    ``allocate(module, ties)`` replaces ``to_empty``: it gives each meta
+    parameter and buffer the storage it should be initialized in (memory of
+    the caller's choosing, such as a memory-mapped output file) or leaves it
+    on the meta device, where the init code's writes to it do nothing, and
+    keeps each group of ``ties`` (from :func:`_ties`) one tensor. The init
+    code then runs as in materialize; ``on_write(name)`` is called after each
+    write it makes to a parameter or buffer (the canonical name of a tied
+    one); ``checked`` (a set of names, None for all) limits the unset
+    checks to those tensors (the others may stay on meta).
+    """
     t0 = time.perf_counter()
     if on_buffers not in ("error", "warn"):
         raise ValueError(f"on_buffers must be 'error' or 'warn', got {on_buffers!r}")
@@ -97,7 +118,7 @@ def materialize(module, device="cpu", *, seed=None, rules=None, init=None, prefi
         for bname, b in mod.named_buffers(recurse=False):
             if b is not None and not b.is_meta:
                 kept[(id(mod), bname)] = (mod, bname, b, f"{mname}.{bname}" if mname else bname)
-    _allocate(module, device, _ties(module))
+    allocate(module, _ties(module))
     for mod, bname, old, qual in kept.values():
         new = mod._buffers.get(bname)
         if new is None:
@@ -110,7 +131,7 @@ def materialize(module, device="cpu", *, seed=None, rules=None, init=None, prefi
     total = sum(math.prod(it.record.shape) for it in items)
     with _progress.bar(total, "fastinit materialize", enabled=progress, unit="el") as bar:
         red = run(module, report, items, init_label=label, init_fn=init_fn, prefix=prefix,
-                  progress=bar.update, device=device)
+                  progress=bar.update, device=device, on_write=on_write)
         bar.update(total - bar.n)
     written = dict(buffer_actions(red)) if red is not None else dict(reset_buffers(module))
     report.buffers = []
@@ -122,10 +143,15 @@ def materialize(module, device="cpu", *, seed=None, rules=None, init=None, prefi
                 report.buffers.append((qual, written[qual]))
             elif (id(mod), bname) in kept:
                 report.buffers.append((qual, "kept (was not on the meta device)"))
+            elif checked is not None and qual not in checked:
+                report.buffers.append((qual, "not checked"))
             else:
                 unset.append(qual)
                 report.buffers.append((qual, "UNSET (allocated by to_empty, nothing wrote it)"))
-    unmatched_error(report, report.unmatched, "materialize", label, on_unmatched)
+    unmatched = report.unmatched
+    if checked is not None:
+        unmatched = [n for n in unmatched if n in checked]
+    unmatched_error(report, unmatched, "materialize", label, on_unmatched)
     if unset:
         msg = (f"materialize: {len(unset)} buffer(s) were on the meta device and nothing "
                f"set them, so they hold to_empty's uninitialized memory: {', '.join(unset)}. "

@@ -265,14 +265,17 @@ def unmatched_error(report, names, fn, init_label, on_unmatched):
 
 
 def run(module, report, items, *, init_label, init_fn, prefix, progress=None,
-        device=None):
+        device=None, on_write=None):
     """Run ``init_fn`` under the redirect, then the rules; fill in the report. Returns the
-    Redirect (its ``named`` tells which buffers the run set)."""
+    Redirect (its ``named`` tells which buffers the run set). ``on_write(name)`` is
+    called after each write the init code makes to a parameter or buffer, and after
+    each rule's fill."""
     kept = {it.record.name for it in items if it.record.status == "kept"}
     red = None
     if init_fn is not None:
         report.init = init_label
         red = Redirect(module, report.seed, prefix=prefix, protect=kept, progress=progress)
+        red.on_write = on_write
         ctx = torch.device(device) if device is not None else _null()
         with ctx, red:
             init_fn(module)
@@ -298,6 +301,8 @@ def run(module, report, items, *, init_label, init_fn, prefix, progress=None,
             continue
         if it.init is not None:
             run_item(it, report.seed)
+            if on_write is not None:
+                on_write(rec.name)
         elif e is not None and e.covered:
             rec.status = "initialized"
             rec.rule = e.writes[-1]

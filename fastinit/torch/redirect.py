@@ -466,6 +466,8 @@ class Redirect(Tracker, TorchFunctionMode):
         was, e.mask = e.covered, None
         e.covered = not garbage
         self.log.append((e.name, label, None))
+        if self.on_write is not None:
+            self.on_write(e.name)
         if e.covered and not was and self._progress is not None and e.kind == "parameter":
             self._progress(e.tensor.numel())
         return out

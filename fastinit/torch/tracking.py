@@ -70,6 +70,7 @@ class Tracker:
         self._tmp_count = {}
         self._codes = {}            # code object -> torch.nn.init name (set by the mode)
         self._dirty = True
+        self.on_write = None        # callable(name) after each write to a named tensor
         self._reindex()
         for e in self.named.values():
             e.protected = e.name in self._protect
@@ -258,6 +259,8 @@ class Tracker:
             label = f"{where}: {label}"
         e.writes.append(label)
         self.log.append((e.name, label, e.stream))
+        if self.on_write is not None:
+            self.on_write(e.name)
         if e.covered:
             return
         if geo is WHOLE and index is None:

@@ -57,6 +57,17 @@ preallocated (a full disk is an error before any write), and given its
 name only when complete: a failure, Ctrl-C or SIGTERM leaves no partial
 file, and neither does SIGKILL where the file has no name; a named one of
 a killed process is removed by the next write into that directory.
+--config CONFIG.json (or --model-type TYPE with --set KEY=VALUE) writes a
+transformers model directory instead, as save_pretrained writes one: the
+model is built on the meta device by transformers, its own init code runs
+under fastinit's redirect straight into the memory-mapped files (the values
+are fastinit.torch.materialize's), cut at --max-shard-size (default
+transformers'), with model.safetensors.index.json, config.json and
+generation_config.json. --workers N writes the files in N processes;
+--shard K/N writes only files K, K+N, ... (and, for K=1, the index and
+configs), so N jobs on N machines fill one shared directory with the same
+bytes one process writes.
+
 Exit status: 0 done, 1 error, 2 bad arguments, 3 --verify found a mismatch,
 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
 """
@@ -67,13 +78,25 @@ def _dtype(text):
     return dtype_name(text, "--dtype")
 
 
+def _job(text):
+    k, sep, n = str(text).partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = 0
+    if not sep or not 1 <= k <= n:
+        raise ValueError(f"--shard: expected K/N with 1 <= K <= N, e.g. 1/4; got {text!r}")
+    return k, n
+
+
 def configure_parser(parser):
     """Add ``fastinit checkpoint``'s options to ``parser`` (see :mod:`fastinit.cli`)."""
     parser.description = DESCRIPTION
     parser.add_argument("spec", nargs="?", metavar="SPEC",
-                        help="JSON file listing the tensors (or use --preset)")
-    parser.add_argument("-o", "--output", metavar="OUT.safetensors",
-                        help="the file to write (replaced if it exists)")
+                        help="JSON file listing the tensors (or use --preset or --config)")
+    parser.add_argument("-o", "--output", metavar="OUT.safetensors|DIR",
+                        help="the file to write (replaced if it exists); with --config, "
+                             "the model directory")
     parser.add_argument("--seed", type=seed_arg("--seed"), default=DEFAULT_SEED, metavar="S",
                         help=f"seed of every tensor; tensor NAME uses stream "
                              f"stream_for(NAME) (default {DEFAULT_SEED}, fastinit's and "
@@ -106,6 +129,23 @@ def configure_parser(parser):
                              "'lm_head.weight=xavier_uniform' or "
                              "'*.down_proj.weight=normal:{\"std\": 0.002}' (repeatable; "
                              "first match wins)")
+    h = parser.add_argument_group("transformers model directory")
+    h.add_argument("--config", metavar="CONFIG.json",
+                   help="a transformers config.json (or a directory holding one)")
+    h.add_argument("--model-type", metavar="TYPE",
+                   help="a transformers model type (llama, mistral, qwen2, gemma, gpt2, "
+                        "mixtral, ...) with its default config, changed by --set")
+    h.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a config value, e.g. num_hidden_layers=4 (VALUE is read as "
+                        "JSON when it is JSON; repeatable)")
+    h.add_argument("--max-shard-size", metavar="SIZE",
+                   help="largest file, e.g. 5GB or 500MB (default: transformers' "
+                        "save_pretrained default)")
+    h.add_argument("--workers", type=int_arg("--workers", 1), default=1, metavar="N",
+                   help="write the files in N processes (default 1)")
+    h.add_argument("--shard", type=checked_arg(_job), default=None, metavar="K/N",
+                   help="write only files K, K+N, K+2N, ... (and for K=1 the index and "
+                        "configs): job K of N jobs writing one directory")
     v = parser.add_mutually_exclusive_group()
     v.add_argument("--verify", action="store_true",
                    help="after writing, re-read the file and check header and values")
@@ -155,6 +195,23 @@ class _Terminated(BaseException):
     """SIGTERM while writing: clean up as for Ctrl-C, exit 143."""
 
 
+class sigterm_raises:
+    """While active (in the main thread), SIGTERM raises _Terminated."""
+
+    def __enter__(self):
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            def on_term(signum, frame):
+                raise _Terminated()
+            self.old = signal.signal(signal.SIGTERM, on_term)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+        return False
+
+
 def _err(msg):
     print(f"fastinit checkpoint: error: {msg}", file=sys.stderr, flush=True)
 
@@ -168,17 +225,29 @@ def _peak_rss_mib():
     return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
 
 
+def _model_args_given(args):
+    return [f for f, v in (("--set", args.sets), ("--max-shard-size", args.max_shard_size),
+                           ("--workers", args.workers != 1), ("--shard", args.shard))
+            if v]
+
+
 def run(args, parser):
     """Entry point of ``fastinit checkpoint``."""
+    if args.config is not None or args.model_type is not None:
+        from .modelcommand import run_model
+        return run_model(args, parser)
+    extra = _model_args_given(args)
+    if extra:
+        parser.error(f"{', '.join(extra)} only apply to --config/--model-type")
     if args.output is None:
         parser.error("-o/--output OUT.safetensors is required")
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     chunk = args.chunk_mib << 20
-    old = None
-    if threading.current_thread() is threading.main_thread():
-        def on_term(signum, frame):
-            raise _Terminated()
-        old = signal.signal(signal.SIGTERM, on_term)
+    with sigterm_raises():
+        return _run_file(args, parser, progress, chunk)
+
+
+def _run_file(args, parser, progress, chunk):
     written = False
     try:
         try:
@@ -230,9 +299,6 @@ def run(args, parser):
         else:
             _err(f"interrupted ({name}); no output written")
         return status
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
 
 
 def _os_message(exc, path):
