@@ -24,6 +24,7 @@ from fastinit import cli
 from fastinit.cli import checkpoint as ck
 from fastinit.cli.checkpoint import spec as ck_spec
 from fastinit.cli.checkpoint import writer as ck_writer
+from fastinit.cli.checkpoint.hfmodel import RULE_NAMES
 
 safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
@@ -224,21 +225,11 @@ def test_seed_and_name_select_the_values(spec_file):
 
 
 # --- against fastinit.torch.init_module -----------------------------------------
-TORCH_RULE = {"uniform": ("uniform", {"low": "a", "high": "b"}),
-              "normal": ("normal", {}), "truncated_normal": ("trunc_normal", {}),
-              "constant": ("constant", {"value": "val"}), "zeros": ("zeros", {}),
-              "ones": ("ones", {}), "xavier_uniform": ("xavier_uniform", {}),
-              "xavier_normal": ("xavier_normal", {}),
-              "kaiming_uniform": ("kaiming_uniform", {}),
-              "kaiming_normal": ("kaiming_normal", {}),
-              "masked_uniform": ("masked_uniform", {})}
-
-
 def _torch_rules(spec_tensors):
     rules = {}
     for t in spec_tensors:
         init, args = _args(t)
-        name, rename = TORCH_RULE[init]
+        name, rename = RULE_NAMES[init]
         rules[t["name"]] = (name, {rename.get(k, k): v for k, v in args.items()})
     return rules
 

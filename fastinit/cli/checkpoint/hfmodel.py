@@ -32,12 +32,15 @@ _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16",
            "float64": "float64", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16",
            "F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64",
            "float": "float32", "half": "float16", "double": "float64"}
-# fastinit checkpoint's init names -> fastinit.torch rule names (for --override)
-_RULE_NAMES = {"uniform": "uniform", "normal": "normal", "truncated_normal": "trunc_normal",
-               "constant": "constant", "zeros": "zeros", "ones": "ones",
-               "xavier_uniform": "xavier_uniform", "xavier_normal": "xavier_normal",
-               "kaiming_uniform": "kaiming_uniform", "kaiming_normal": "kaiming_normal",
-               "masked_uniform": "masked_uniform"}
+# fastinit checkpoint's init names -> (fastinit.torch rule name, argument renames)
+RULE_NAMES = {"uniform": ("uniform", {"low": "a", "high": "b"}),
+              "normal": ("normal", {}), "truncated_normal": ("trunc_normal", {}),
+              "constant": ("constant", {"value": "val"}), "zeros": ("zeros", {}),
+              "ones": ("ones", {}), "xavier_uniform": ("xavier_uniform", {}),
+              "xavier_normal": ("xavier_normal", {}),
+              "kaiming_uniform": ("kaiming_uniform", {}),
+              "kaiming_normal": ("kaiming_normal", {}),
+              "masked_uniform": ("masked_uniform", {})}
 INDEX_NAME = "model.safetensors.index.json"
 FILE_PATTERN = "model{suffix}.safetensors"
 
@@ -185,15 +188,21 @@ def saved_names(model):
 
 
 def rules_of(overrides):
-    """fastinit.torch rules from ``--override GLOB=INIT[:JSON]`` texts."""
+    """fastinit.torch rules from ``--override GLOB=INIT[:JSON]`` texts (fastinit's init
+    names and arguments, as in a spec; fans come from the parameter's shape)."""
     rules = []
     for text in overrides or ():
         glob, init, args = _parse_override(text)
         init, args = _check_init(init, args, f"--override {glob!r}")
-        if init not in _RULE_NAMES:
+        if init not in RULE_NAMES:
             raise SpecError(f"--override {glob!r}: {init} is not available for a "
-                            f"transformers model; use one of {', '.join(_RULE_NAMES)}")
-        rules.append((glob, (_RULE_NAMES[init], dict(args))))
+                            f"transformers model; use one of {', '.join(RULE_NAMES)}")
+        fixed = [k for k in ("fans", "layout") if k in args]
+        if fixed:
+            raise SpecError(f"--override {glob!r}: {', '.join(fixed)} come from the "
+                            f"parameter itself for a transformers model")
+        name, rename = RULE_NAMES[init]
+        rules.append((glob, (name, {rename.get(k, k): v for k, v in args.items()})))
     return rules
 
 
