@@ -4,14 +4,18 @@ No ``fastmath`` (the contract forbids contraction and reassociation);
 ``error_model="numpy"`` (divisions never raise, so loops vectorize); an on-disk
 cache stamped by :class:`_KernelsLocator` with a digest of every kernel source,
 placed as docs/design.md ("Where the disk cache goes") says; TBB as the
-threading layer, else a lock around parallel launches (``KERNEL_LOCK``).
-Why each: docs/design.md, "The CPU kernels".
+threading layer, else a lock around parallel launches (``KERNEL_LOCK``);
+cached kernels loaded without Numba's full registry refresh where this Numba
+is one the narrow load was checked against (:class:`KernelCache`).
+Why each: docs/design.md, "The CPU kernels" and "Start-up".
 """
 
 import atexit
+import collections
 import ctypes
 import functools
 import hashlib
+import itertools
 import os
 import shutil
 import site
@@ -22,7 +26,7 @@ import threading
 import warnings
 
 import numba
-from numba.core import caching
+from numba.core import caching, entrypoints
 
 _OPTIONS = dict(fastmath=False, nogil=True, error_model="numpy")
 # SERIAL, PARALLEL and INLINE (the options of every kernel) are built by the
@@ -189,9 +193,123 @@ class LockedIndexDataCacheFile(caching.IndexDataCacheFile):
             os.close(fd)             # closing releases the lock
 
 
+# --- loading cached kernels without Numba's full refresh ---------------------------
+# Before it loads any cached function, Numba refreshes its whole target context
+# (``Cache.load_overload``): it imports and installs every registry of
+# implementations and typing templates (numba.np.arraymath, which imports
+# scipy.linalg to look for BLAS, numba.np.linalg, the typed containers...).
+# A cached kernel needs none of them: its machine code is linked, not lowered
+# again. What it does need is the runtime (NRT) and the symbols its code calls;
+# KernelCache loads with just those and checks every external symbol of the
+# kernel resolves before linking it (an unresolved one would link to address 0,
+# not raise). Anything unexpected takes Numba's own path. docs/design.md,
+# "Start-up".
+NARROW_NUMBA = ("0.68",)
+"""The Numba versions (major.minor) whose cache-load path the narrow load was
+checked against; on any other Numba every kernel loads through Numba's own
+``load_overload``."""
+
+LOADS = collections.Counter()
+"""How this process's kernel cache lookups went: ``narrow`` (loaded without the
+refresh), ``full`` (through Numba's ``load_overload``), ``miss`` (not cached:
+compiled)."""
+
+
+def _version_checked(version=None):
+    """Whether ``version`` (default: the running Numba's) is in :data:`NARROW_NUMBA`."""
+    parts = (version or numba.__version__).split(".")
+    return ".".join(parts[:2]) in NARROW_NUMBA
+
+
+NARROW = _version_checked()
+"""Whether kernels load through :meth:`KernelCache.load_overload`'s narrow path."""
+
+
+def _resolvable(name, engine):
+    """Whether the external symbol ``name`` of a cached kernel resolves: an LLVM
+    intrinsic, a symbol the process or Numba registered, or one Numba's JIT
+    defined (the runtime's compiled functions)."""
+    from llvmlite import binding as ll
+    return (name.startswith("llvm.") or ll.address_of_symbol(name) is not None
+            or engine.is_symbol_defined(name))
+
+
+def unresolved_symbols(payload, target_context):
+    """The external symbols of a cached kernel's ``payload`` (the tuple Numba
+    pickles: library, fndesc, environment, signature, ..., reload_init,
+    environments) that do not resolve, after running its ``reload_init`` (a
+    parallel kernel's starts the thread pool, which registers its symbols).
+    Raises on a payload of another shape."""
+    from llvmlite import binding as ll
+    if not isinstance(payload, tuple) or len(payload) != 9:
+        raise TypeError(f"unexpected cached payload: {type(payload).__name__} "
+                        f"of {len(payload) if isinstance(payload, tuple) else '?'}")
+    (_name, kind, (_object_code, bitcode)), reload_init = payload[0], payload[7]
+    if kind != "object":
+        raise TypeError(f"unexpected cached library kind {kind!r}")
+    for init in reload_init:
+        init()
+    module = ll.parse_bitcode(bitcode)
+    engine = target_context.codegen()._engine
+    return [v.name for v in itertools.chain(module.functions, module.global_variables)
+            if v.is_declaration and not _resolvable(v.name, engine)]
+
+
+_FULL = object()        # the narrow load declined: take Numba's path
+
+
+class KernelCache(caching.FunctionCache):
+    """Numba's per-function cache, loading without the full context refresh
+    (see the comment above :data:`NARROW_NUMBA`)."""
+
+    def load_overload(self, sig, target_context):
+        payload = _FULL
+        if NARROW:
+            try:
+                payload = self._narrow_payload(sig, target_context)
+            except Exception:               # anything unexpected: Numba's path
+                payload = _FULL
+        if payload is _FULL:
+            cres = super().load_overload(sig, target_context)
+            LOADS["full" if cres is not None else "miss"] += 1
+            return cres
+        if payload is None:
+            LOADS["miss"] += 1
+            # about to compile: the extension entry points first, as Numba
+            # would have before typing (the dispatcher's hook skipped them)
+            entrypoints.init_all()
+            return None
+        cres = self._impl.rebuild(target_context, payload)  # as Numba's own load does
+        LOADS["narrow"] += 1
+        return cres
+
+    def _narrow_payload(self, sig, target_context):
+        """The cached payload for ``sig`` with the runtime ready and every
+        symbol of it resolvable, None when not cached, or ``_FULL`` when some
+        symbol would not resolve."""
+        if not self._enabled:
+            return None
+        from numba.core.runtime import rtsys
+        rtsys.initialize(target_context)    # the NRT's symbols and functions
+        payload = self._cache_file.load(self._index_key(sig, target_context.codegen()))
+        if payload is None:
+            return None
+        if unresolved_symbols(payload, target_context):
+            return _FULL
+        return payload
+
+
+def _no_entry_points():
+    """The kernels' compilation-chain hook: the extension entry points wait
+    for a compile (``KernelCache.load_overload`` on a miss, or any other
+    dispatcher); loading a cached kernel of plain arrays needs none."""
+
+
 def lock_cache_writes(namespace):
-    """Give every cached Numba dispatcher in ``namespace`` (a module's
-    globals) the locked cache file; returns how many."""
+    """Prepare every cached Numba dispatcher in ``namespace`` (a module's
+    globals): the locked cache file and :class:`KernelCache` (which loads
+    narrowly where :data:`NARROW`, the extension entry points then left to a
+    compile, and counts its loads in :data:`LOADS`). Returns how many."""
     from numba.core.dispatcher import Dispatcher
     count = 0
     for obj in list(namespace.values()):
@@ -200,6 +318,10 @@ def lock_cache_writes(namespace):
         if type(cache_file) is caching.IndexDataCacheFile:
             cache_file.__class__ = LockedIndexDataCacheFile
             count += 1
+            if type(cache) is caching.FunctionCache:
+                cache.__class__ = KernelCache
+                if NARROW:
+                    obj._compilation_chain_init_hook = _no_entry_points
     return count
 
 
