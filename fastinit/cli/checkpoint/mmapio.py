@@ -199,10 +199,11 @@ class RangeFlusher:
     may come back to one (a padding row zeroed after the normal fill): dropping
     the pages of a MAP_SHARED file mapping loses nothing (the data stays in the
     file and its page cache; a later access maps it again), so any range can
-    go as soon as a write to it ends. At most ``depth`` ranges wait.
+    go as soon as a write to it ends. At most ``depth`` ranges wait (two: resident
+    memory stays near the largest tensors, the writes are disk-bound anyway).
     """
 
-    def __init__(self, mm, fd, base_addr, depth=4):
+    def __init__(self, mm, fd, base_addr, depth=2):
         self._inner = Flusher(mm, fd, base_addr, depth=depth)
         self.size = len(mm)
 
