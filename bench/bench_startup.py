@@ -7,7 +7,9 @@ costs included, and is printed beside its goal (issue 13):
   fastinit.torch`` over ``import torch`` (timed inside the process);
 - first fill with a warm kernel cache (the kernels loaded from disk, Numba
   imported, the thread pool started): a small buffer (the serial kernel)
-  and a large one (the parallel kernel), against a later fill of the same;
+  and a large one (the parallel kernel), against a later fill of the same,
+  how the kernels were loaded (``_config.LOADS``: narrow, full, miss) and
+  the floor no change of fastinit's can remove, ``import numba``;
 - cold compile: the first fill of each (distribution, dtype) with an empty
   ``NUMBA_CACHE_DIR`` (the serial kernel; --cold-parallel adds the parallel
   one), beside what Numba costs alone (its import and one trivial compile),
@@ -63,7 +65,18 @@ fi.normal(a, seed=0)
 t1, c1 = time.perf_counter(), time.process_time()
 fi.normal(a, seed=1)
 t2 = time.perf_counter()
-print(json.dumps(dict(first=t1 - t0, later=t2 - t1, first_cpu=c1 - c0)))
+from fastinit.kernels.cpu import _config
+loads = dict(getattr(_config, "LOADS", {}))           # how the kernels left the disk cache
+print(json.dumps(dict(first=t1 - t0, later=t2 - t1, first_cpu=c1 - c0, loads=loads,
+                      refreshed="numba.np.arraymath" in sys.modules)))
+"""
+
+NUMBA_IMPORT = r"""
+import json, time
+import numpy as np
+t0 = time.perf_counter()
+import numba
+print(json.dumps(dict(seconds=time.perf_counter() - t0)))
 """
 
 COLD = r"""
@@ -180,6 +193,12 @@ def bench_first_fill(args, table):
         table.add("  a later fill of the same", [r["later"] for r in res], fmt="{:.3f}")
         table.add("  first minus later (fastinit's one-time cost)",
                   [r["first"] - r["later"] for r in res], fmt="{:.3f}")
+        paths = sorted({", ".join(f"{k} {v}" for k, v in sorted(r["loads"].items())) +
+                        ("; Numba's registries refreshed" if r["refreshed"] else "")
+                        for r in res})
+        print(f"    kernel loads: {' | '.join(paths)}")
+    numba_alone = [_child(NUMBA_IMPORT)[0]["seconds"] for _ in range(args.repeat)]
+    table.add("import numba alone, after numpy (the floor)", numba_alone, fmt="{:.3f}")
 
 
 def _fresh_cache():

@@ -150,15 +150,17 @@ def test_the_import_graph_check_sees_lazy_imports():
 
 
 def test_startup_bench_runs_small():
-    """bench/bench_startup.py end to end on a small model (it is measured by
-    hand; this keeps it from rotting). No timing is asserted."""
+    """bench/bench_startup.py end to end on a small model, first fills
+    included (it is measured by hand; this keeps it from rotting). No timing
+    is asserted."""
     pytest.importorskip("torch")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_startup.py"),
-                           "--parts", "imports,materialize", "--repeat", "1",
+                           "--parts", "imports,first_fill,materialize", "--repeat", "1",
                            "--params", "0.005e9"], capture_output=True, text=True,
                           cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for line in ("import fastinit over import numpy", "import fastinit.torch over import torch",
+                 "first fill, 4096 elements", "kernel loads: ", "import numba alone",
                  "fastinit.torch.materialize", "to_empty + reset_parameters",
                  "first-touch floor", "reset_parameters / materialize", "materialize / floor"):
         assert line in proc.stdout, proc.stdout
