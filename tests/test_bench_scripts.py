@@ -61,3 +61,12 @@ def test_checkpoint_bench_child(tmp_path):
     assert res["nbytes"] == path.stat().st_size
     assert res["numel"] == sum(a.size for a in loaded.values())
     assert res["maxrss_after"] >= res["maxrss_before"] > 0 and res["seconds"] > 0
+
+
+def test_checkpoint_hf_bench_small():
+    pytest.importorskip("transformers")
+    out = run("bench_checkpoint_hf.py", "--layers", "1", "--hidden", "64",
+              "--intermediate", "96", "--heads", "4", "--vocab", "256", "--repeat", "1",
+              "--max-shard-size", "100KB")
+    for line in ("init speed / zeros speed", "--workers 2 speed-up", "peak RSS MiB"):
+        assert line in out, out
