@@ -360,3 +360,28 @@ def test_bad_config_exit_1_one_line_and_no_output(tmp_path, capsys, content, mes
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not d.exists()
+
+
+def test_a_data_replacement_by_the_init_code_reaches_the_file(tmp_path, monkeypatch):
+    """``module.weight.data = new`` moves the parameter off its file memory: what it
+    holds at the end is copied into the file."""
+    cfg = config_file(tmp_path, "llama")
+    own = tr.LlamaPreTrainedModel._init_weights
+
+    def replace_norms(self, module):
+        own(self, module)
+        if type(module).__name__ == "LlamaRMSNorm":
+            module.weight.data = torch.full(module.weight.shape, 3.0,
+                                            dtype=module.weight.dtype)
+    monkeypatch.setattr(tr.LlamaPreTrainedModel, "_init_weights", replace_norms)
+    d, jobs = str(tmp_path / "r"), str(tmp_path / "j")
+    write_model_dir(d, config=cfg, seed=2, max_shard_size="40KB")
+    for k in (1, 2):                  # the other job's norms stay on meta there
+        write_model_dir(jobs, config=cfg, seed=2, max_shard_size="40KB", job=(k, 2))
+    monkeypatch.undo()
+    assert len(files_of(d)) > 2 and _tree(jobs) == _tree(d)
+    model, _ = load(d)
+    norms = [k for k in model.state_dict() if k.endswith("norm.weight")]
+    assert len(norms) == 5                               # 2 layers x 2, and the final one
+    for k in norms:
+        assert bool((model.state_dict()[k] == 3.0).all()), k

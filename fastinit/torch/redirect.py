@@ -460,7 +460,10 @@ class Redirect(Tracker, TorchFunctionMode):
             self._wrote(e, t, WHOLE, label)
             return None
         garbage = self._is_garbage(x)
-        out = func(*args, **kwargs)
+        if t.is_meta and isinstance(x, torch.Tensor) and not x.is_meta:
+            out = None              # a meta tensor stays on meta: a write there does nothing
+        else:
+            out = func(*args, **kwargs)
         self._dirty = True
         e.writes.append(label)
         was, e.mask = e.covered, None

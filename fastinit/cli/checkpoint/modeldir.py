@@ -183,15 +183,17 @@ def _fill_files(plan, indices, outdir, seed, rules, fill, progress):
         if fill == "zeros":
             allocate(model, None)
             for name, v in slots.items():
-                v.view(-1).view(torch.uint8).zero_() if v.numel() else None
+                if v.numel():
+                    v.view(-1).view(torch.uint8).zero_()
                 on_write(name)
         else:
             checked = {n for name in slots for n in names_of.get(name, (name,))}
             materialize_into(model, allocate, device="cpu", seed=seed, rules=rules or None,
                              progress=progress, on_write=on_write, checked=checked)
+            now = dict(model.named_parameters(remove_duplicate=False))
+            now.update(model.named_buffers(remove_duplicate=False))
             for name, v in slots.items():          # replaced by the init code (.data = ...)
-                final = model.get_parameter(name) if name in dict(
-                    model.named_parameters(remove_duplicate=False)) else model.get_buffer(name)
+                final = now[name]
                 if v.numel() and final.data_ptr() != v.data_ptr():
                     if final.is_meta or tuple(final.shape) != tuple(v.shape) \
                             or final.dtype != v.dtype:
