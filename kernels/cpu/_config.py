@@ -204,10 +204,10 @@ class LockedIndexDataCacheFile(caching.IndexDataCacheFile):
 # kernel resolves before linking it (an unresolved one would link to address 0,
 # not raise). Anything unexpected takes Numba's own path. docs/design.md,
 # "Start-up".
-NARROW_NUMBA = ("0.68",)
+NARROW_NUMBA = ("0.62", "0.63", "0.64", "0.65", "0.66", "0.67", "0.68")
 """The Numba versions (major.minor) whose cache-load path the narrow load was
-checked against; on any other Numba every kernel loads through Numba's own
-``load_overload``."""
+checked against (tests/test_kernel_load.py passed under each); on any other
+Numba every kernel loads through Numba's own ``load_overload``."""
 
 LOADS = collections.Counter()
 """How this process's kernel cache lookups went: ``narrow`` (loaded without the
