@@ -22,13 +22,20 @@ BACKENDS = {
 _TORCH_DEVICES = {"cpu": _dlpack.KDL_CPU, "cuda": _dlpack.KDL_CUDA}
 
 
+_loaded = {}                 # device type -> its backend module, once imported
+
+
 def backend(device_type):
     """The backend module for DLPack ``device_type`` (imported on first use)."""
+    be = _loaded.get(device_type)
+    if be is not None:
+        return be
     name = BACKENDS.get(device_type)
     if name is None:
         raise ValueError(f"out lives on DLPack device type {device_type}; fastinit fills "
                          f"CPU and CUDA buffers")
-    return importlib.import_module(name)
+    be = _loaded[device_type] = importlib.import_module(name)
+    return be
 
 
 def _check_torch(out):
