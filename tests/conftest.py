@@ -96,3 +96,12 @@ def empty_like_shapes(monkeypatch):
         return real(t, *args, **kw)
     monkeypatch.setattr(torch, "empty_like", counting)
     return shapes
+
+
+def flip_bit(path, pos):
+    """Flip the lowest bit of byte ``pos`` of the file ``path`` (a corrupted file)."""
+    with open(path, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0x01]))

@@ -26,6 +26,8 @@ from fastinit.cli.checkpoint import spec as ck_spec
 from fastinit.cli.checkpoint import writer as ck_writer
 from fastinit.cli.checkpoint.hfmodel import RULE_NAMES
 
+from conftest import flip_bit  # noqa: E402
+
 safetensors = pytest.importorskip("safetensors")
 from safetensors import safe_open  # noqa: E402
 import safetensors.numpy as st_numpy  # noqa: E402
@@ -410,14 +412,6 @@ def test_progress_bar_only_on_request(spec_file, tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def _flip(path, pos):
-    with open(path, "r+b") as f:
-        f.seek(pos)
-        b = f.read(1)
-        f.seek(pos)
-        f.write(bytes([b[0] ^ 0x01]))
-
-
 def test_verify_catches_one_corrupted_byte(spec_file, tmp_path, capsys):
     out = tmp_path / "v.safetensors"
     base = ["checkpoint", str(spec_file), "-o", str(out), "--seed", str(SEED)]
@@ -429,13 +423,13 @@ def test_verify_catches_one_corrupted_byte(spec_file, tmp_path, capsys):
     (n,) = struct.unpack("<Q", good[:8])
     header = json.loads(good[8:8 + n])
     b, _ = header["kn.weight"]["data_offsets"]
-    _flip(out, 8 + n + b + 2 * 13 + 1)          # a bit of element 13 of kn.weight
+    flip_bit(out, 8 + n + b + 2 * 13 + 1)          # a bit of element 13 of kn.weight
     assert cli.main(base + ["--verify-only"]) == 3
     err = capsys.readouterr().err
     assert "does not match" in err and "'kn.weight'" in err
     assert "first at index (1, 3)" in err
     out.write_bytes(good)
-    _flip(out, 8 + good[8:8 + n].index(b'"shape":[33,17]') + 10)     # 33 -> 32
+    flip_bit(out, 8 + good[8:8 + n].index(b'"shape":[33,17]') + 10)     # 33 -> 32
     assert cli.main(base + ["--verify-only"]) == 3
     assert "lin.weight" in capsys.readouterr().err
     out.write_bytes(good)

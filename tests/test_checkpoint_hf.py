@@ -31,6 +31,8 @@ from fastinit.cli import main  # noqa: E402
 from fastinit.cli.checkpoint.hfmodel import INDEX_NAME  # noqa: E402
 from fastinit.cli.checkpoint.modeldir import verify_model_dir, write_model_dir  # noqa: E402
 
+from conftest import flip_bit  # noqa: E402
+
 PY = sys.executable
 SEED = 77
 VOCAB = 128
@@ -210,14 +212,6 @@ def test_workers_and_jobs_write_the_same_bytes(tmp_path):
     assert model.dtype == torch.bfloat16
 
 
-def _flip(path, pos):
-    with open(path, "r+b") as f:
-        f.seek(pos)
-        b = f.read(1)
-        f.seek(pos)
-        f.write(bytes([b[0] ^ 1]))
-
-
 def test_verify_regenerates_and_catches_one_byte(tmp_path, capsys):
     cfg = config_file(tmp_path, "gpt2")
     d = str(tmp_path / "g")
@@ -228,11 +222,11 @@ def test_verify_regenerates_and_catches_one_byte(tmp_path, capsys):
     assert verify_model_dir(d, config=cfg, seed=6, max_shard_size="60KB")   # another seed
     last = files_of(d)[-1]
     path = os.path.join(d, last)
-    _flip(path, os.path.getsize(path) - 3)
+    flip_bit(path, os.path.getsize(path) - 3)
     assert main([*args, "--verify-only"]) == 3
     err = capsys.readouterr().err
     assert last in err and "differs" in err
-    _flip(path, os.path.getsize(path) - 3)
+    flip_bit(path, os.path.getsize(path) - 3)
     index = os.path.join(d, INDEX_NAME)
     data = json.loads(open(index).read())
     data["metadata"]["total_size"] += 1

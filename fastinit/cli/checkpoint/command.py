@@ -212,6 +212,21 @@ class sigterm_raises:
         return False
 
 
+def mismatch(output, what, problems):
+    """Report what --verify found (each problem on its own line); the exit status."""
+    _err(f"verify: {output} does not match {what}:")
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    return EXIT_MISMATCH
+
+
+def interrupted(exc):
+    """(signal name, exit status) of a KeyboardInterrupt or _Terminated."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT", EXIT_INTERRUPT
+    return "SIGTERM", EXIT_TERM
+
+
 def _err(msg):
     print(f"fastinit checkpoint: error: {msg}", file=sys.stderr, flush=True)
 
@@ -280,16 +295,12 @@ def _run_file(args, parser, progress, chunk):
                 _err(_os_message(exc, args.output))
                 return EXIT_ERROR
             if problems:
-                _err(f"verify: {args.output} does not match the spec:")
-                for p in problems:
-                    print(f"  {p}", file=sys.stderr)
-                return EXIT_MISMATCH
+                return mismatch(args.output, "the spec", problems)
             print(f"verified {args.output}: header and all {len(spec)} tensors match "
                   f"(seed {args.seed})", flush=True)
         return 0
     except (KeyboardInterrupt, _Terminated) as exc:
-        name, status = (("SIGINT", EXIT_INTERRUPT) if isinstance(exc, KeyboardInterrupt)
-                        else ("SIGTERM", EXIT_TERM))
+        name, status = interrupted(exc)
         if written or getattr(exc, "checkpoint_written", None):
             _err(f"interrupted ({name}) while verifying; {args.output} was written but "
                  f"not verified" if written else

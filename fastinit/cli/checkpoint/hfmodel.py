@@ -16,12 +16,11 @@ import json
 import math
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 
 from ... import __version__
 from ..._contract import STREAM_VERSION
-from .safetensors import MAX_HEADER
+from .safetensors import header_bytes
 from .spec import SpecError, _check_init, _parse_override
 
 # torch dtype name -> (safetensors code, rank in safetensors' file order: larger first)
@@ -269,12 +268,7 @@ def _file_plan(filename, tensors, metadata):
                         "data_offsets": [pos, pos + e.nbytes]}
         entries.append(e)
         pos += e.nbytes
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text += b" " * (-(8 + len(text)) % 8)
-    if len(text) > MAX_HEADER:
-        raise SpecError(f"{filename}: the safetensors header would be {len(text)} bytes, "
-                        f"past the format's limit of {MAX_HEADER}")
-    blob = struct.pack("<Q", len(text)) + text
+    blob = header_bytes(header, f"{filename}: the safetensors header")
     return FilePlan(filename, entries, blob, len(blob) + pos)
 
 

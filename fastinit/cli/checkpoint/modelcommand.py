@@ -6,8 +6,8 @@ the work is modeldir's.
 
 import sys
 
-from .command import (EXIT_ERROR, EXIT_INTERRUPT, EXIT_MISMATCH, EXIT_TERM, _err,
-                      _os_message, _peak_rss_mib, _Terminated, sigterm_raises)
+from .command import (EXIT_ERROR, _err, _os_message, _peak_rss_mib, _Terminated,
+                      interrupted, mismatch, sigterm_raises)
 from .spec import SpecError
 
 
@@ -61,16 +61,12 @@ def _run(args, progress):
                 _err(_os_message(exc, args.output))
                 return EXIT_ERROR
             if problems:
-                _err(f"verify: {args.output} does not match a regeneration:")
-                for p in problems:
-                    print(f"  {p}", file=sys.stderr)
-                return EXIT_MISMATCH
+                return mismatch(args.output, "a regeneration", problems)
             print(f"verified {args.output}: index and every file match a regeneration "
                   f"(seed {args.seed})", flush=True)
         return 0
     except (KeyboardInterrupt, _Terminated) as exc:
-        name, status = (("SIGINT", EXIT_INTERRUPT) if isinstance(exc, KeyboardInterrupt)
-                        else ("SIGTERM", EXIT_TERM))
+        name, status = interrupted(exc)
         _err(f"interrupted ({name}) while verifying {args.output}" if written or
              args.verify_only else f"interrupted ({name}); no file of this run was kept")
         return status

@@ -203,7 +203,7 @@ def _fill_files(plan, indices, outdir, seed, rules, fill, progress):
                     with torch.no_grad():
                         v.copy_(final)
                     on_write(name)
-        del model, slots
+        model = slots = None          # the views and the model: mapping closable
         for o in opened:
             o.finish()
         return opened

@@ -60,13 +60,19 @@ def layout(spec, seed):
                           "data_offsets": [pos, pos + t.nbytes]}
         entries.append((t, pos, pos + t.nbytes))
         pos += t.nbytes
+    blob = header_bytes(header)
+    return Layout(blob, entries, len(blob), len(blob) + pos, md)
+
+
+def header_bytes(header, where="the safetensors header"):
+    """The 8-byte length and the compact JSON of ``header``, padded with spaces so
+    the data starts on a multiple of 8; SpecError past the format's size limit."""
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-(8 + len(text)) % 8)
     if len(text) > MAX_HEADER:
-        raise SpecError(f"the safetensors header would be {len(text)} bytes, past the "
-                        f"format's limit of {MAX_HEADER}")
-    blob = struct.pack("<Q", len(text)) + text
-    return Layout(blob, entries, len(blob), len(blob) + pos, md)
+        raise SpecError(f"{where} would be {len(text)} bytes, past the format's limit of "
+                        f"{MAX_HEADER}")
+    return struct.pack("<Q", len(text)) + text
 
 
 def read_header(path):
