@@ -30,6 +30,7 @@ Adding a backend is one module here and one line in
 ``fastinit._dispatch.BACKENDS``.
 """
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -51,7 +52,7 @@ class Target:
 
     def __init__(self, name, shape):
         self.name, self.shape = name, tuple(shape)
-        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.size = math.prod(self.shape)
 
     @property
     def compute(self):

@@ -29,12 +29,21 @@ class CpuTarget(Target):
         self.bits = bits
 
 
+_NAMES = {}                 # NumPy dtype -> its fill dtype name or None (dtype.name is slow)
+
+
 def dtype_name(dtype):
     """The fill dtype name of NumPy ``dtype`` ("bfloat16", ...), or None."""
+    try:
+        return _NAMES[dtype]
+    except KeyError:
+        pass
     name = dtype.name
     spec = DTYPES.get(name)
     if spec is None or not dtype.isnative or dtype.itemsize != spec.itemsize:
-        return None
+        name = None
+    if len(_NAMES) < 256:
+        _NAMES[dtype] = name
     return name
 
 
@@ -46,21 +55,25 @@ def _flat_bits(arr, what):
     refused: a fill would write the masked elements too, so the caller says
     so by passing ``arr.data``.
     """
-    if isinstance(arr, np.ma.MaskedArray):
-        raise TypeError(f"{what} is a numpy.ma.MaskedArray; fastinit fills every element "
-                        f"of a buffer, masked or not: pass {what}.data to fill the data "
-                        f"(the mask stays as it is)")
-    base = arr if type(arr) is np.ndarray else np.ndarray.view(arr, np.ndarray)
+    if type(arr) is np.ndarray:
+        base = arr
+    else:
+        if isinstance(arr, np.ma.MaskedArray):
+            raise TypeError(f"{what} is a numpy.ma.MaskedArray; fastinit fills every "
+                            f"element of a buffer, masked or not: pass {what}.data to fill "
+                            f"the data (the mask stays as it is)")
+        base = np.ndarray.view(arr, np.ndarray)
     name = dtype_name(base.dtype)
     if name is None:
         raise TypeError(f"{what} must hold {FLOAT_LIST}, got {base.dtype}")
-    if not base.flags.writeable:
+    flags = base.flags
+    if not flags.writeable:
         raise ValueError(f"{what} is read-only")
-    if not base.flags.c_contiguous:
+    if not flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous (strides {base.strides} for shape "
                          f"{base.shape}); fill a contiguous buffer, or use a framework "
                          f"adapter such as fastinit.torch for views")
-    if not base.flags.aligned:
+    if not flags.aligned:
         raise ValueError(f"{what} is not aligned to its {base.dtype.itemsize}-byte elements "
                          f"(data at address {base.ctypes.data:#x}); fill an aligned buffer "
                          f"such as fastinit.empty(...) and copy it")
@@ -69,6 +82,15 @@ def _flat_bits(arr, what):
 
 
 _TORCH_BITS = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
+_TORCH_KINDS = {}           # torch dtype -> (fill name or None, torch dtype of its bits)
+
+
+def _torch_kind(dtype):
+    import torch
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        return None, None
+    return name, getattr(torch, _TORCH_BITS[dtype.itemsize])
 
 
 def _torch_target(out, what):
@@ -77,14 +99,16 @@ def _torch_target(out, what):
     None for a tensor that takes the DLPack path (one that requires grad)."""
     if out.requires_grad:
         return None
-    import torch
-    name = str(out.dtype).removeprefix("torch.")
-    if name not in DTYPES:
+    kind = _TORCH_KINDS.get(out.dtype)
+    if kind is None:
+        kind = _TORCH_KINDS[out.dtype] = _torch_kind(out.dtype)
+    name, int_dtype = kind
+    if name is None:
         raise TypeError(f"{what} must hold {FLOAT_LIST}, got {out.dtype}")
     if not out.is_contiguous():
         raise ValueError(f"{what} must be C-contiguous (strides {tuple(out.stride())} for "
                          f"shape {tuple(out.shape)}); use fastinit.torch for views")
-    bits = out.view(getattr(torch, _TORCH_BITS[out.element_size()])).numpy()
+    bits = out.view(int_dtype).numpy()
     flat = np.ndarray.reshape(bits, bits.size)
     return CpuTarget(np.ndarray.view(flat, DTYPES[name].bits), name, out.shape)
 
