@@ -5,12 +5,12 @@ the write and ``--verify``, the messages and exit statuses, and SIGTERM
 handled like Ctrl-C (no partial file either way).
 """
 
-import signal
 import sys
-import threading
 
 from ..._contract import DEFAULT_SEED
 from .._args import checked_arg, float_arg, int_arg, seed_arg
+from .exits import (EXIT_ERROR, _err, _os_message, _peak_rss_mib, _Terminated, interrupted,
+                    mismatch, sigterm_raises)
 from .mmapio import DEFAULT_CHUNK_BYTES
 from .spec import DEFAULT_DTYPE, PRESETS, SpecError, dtype_name, llama_spec, load_spec
 from .verify import verify_checkpoint
@@ -71,7 +71,6 @@ bytes one process writes.
 Exit status: 0 done, 1 error, 2 bad arguments, 3 --verify found a mismatch,
 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
 """
-EXIT_ERROR, EXIT_USAGE, EXIT_MISMATCH, EXIT_INTERRUPT, EXIT_TERM = 1, 2, 3, 130, 143
 
 
 def _dtype(text):
@@ -191,55 +190,6 @@ def spec_from_args(args, parser):
                       dtype=args.dtype or DEFAULT_DTYPE, overrides=args.override)
 
 
-class _Terminated(BaseException):
-    """SIGTERM while writing: clean up as for Ctrl-C, exit 143."""
-
-
-class sigterm_raises:
-    """While active (in the main thread), SIGTERM raises _Terminated."""
-
-    def __enter__(self):
-        self.old = None
-        if threading.current_thread() is threading.main_thread():
-            def on_term(signum, frame):
-                raise _Terminated()
-            self.old = signal.signal(signal.SIGTERM, on_term)
-        return self
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
-        return False
-
-
-def mismatch(output, what, problems):
-    """Report what --verify found (each problem on its own line); the exit status."""
-    _err(f"verify: {output} does not match {what}:")
-    for p in problems:
-        print(f"  {p}", file=sys.stderr)
-    return EXIT_MISMATCH
-
-
-def interrupted(exc):
-    """(signal name, exit status) of a KeyboardInterrupt or _Terminated."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "SIGINT", EXIT_INTERRUPT
-    return "SIGTERM", EXIT_TERM
-
-
-def _err(msg):
-    print(f"fastinit checkpoint: error: {msg}", file=sys.stderr, flush=True)
-
-
-def _peak_rss_mib():
-    try:
-        import resource
-    except ImportError:
-        return None
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
-
-
 def _model_args_given(args):
     return [f for f, v in (("--set", args.sets), ("--max-shard-size", args.max_shard_size),
                            ("--workers", args.workers != 1), ("--shard", args.shard))
@@ -310,11 +260,3 @@ def _run_file(args, parser, progress, chunk):
         else:
             _err(f"interrupted ({name}); no output written")
         return status
-
-
-def _os_message(exc, path):
-    if isinstance(exc, OSError) and exc.filename is None and exc.strerror:
-        return exc.strerror if path in exc.strerror else f"{path}: {exc.strerror}"
-    if isinstance(exc, OSError) and exc.filename is not None:
-        return f"{exc.filename}: {exc.strerror or exc}"
-    return str(exc)

@@ -6,8 +6,8 @@ the work is modeldir's.
 
 import sys
 
-from .command import (EXIT_ERROR, _err, _os_message, _peak_rss_mib, _Terminated,
-                      interrupted, mismatch, sigterm_raises)
+from .exits import (EXIT_ERROR, _err, _os_message, _peak_rss_mib, _Terminated, interrupted,
+                    mismatch, sigterm_raises)
 from .spec import SpecError
 
 
