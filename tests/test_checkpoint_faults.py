@@ -85,10 +85,13 @@ class _Writer:
     by threads, so the test can wait for the progress bar to move."""
 
     def __init__(self, *args, env=None):
+        # SIGINT's default disposition in the child: a shell starts background jobs
+        # with SIGINT ignored, and Python then never raises KeyboardInterrupt
         self.proc = subprocess.Popen(
             [PY, "-m", "fastinit", "checkpoint", *map(str, args), "--progress",
              "--chunk-mib", "8"], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.out, self.err = [], []
         self.threads = [threading.Thread(target=self._read, args=(s, buf), daemon=True)
                         for s, buf in ((self.proc.stdout, self.out),
