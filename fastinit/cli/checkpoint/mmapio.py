@@ -131,6 +131,21 @@ class Flusher:
         if end <= self.mark:
             return
         begin, self.mark = self.mark, end
+        self._submit(begin, end)
+
+    def drop(self, begin, end):
+        """Write back and drop the pages of bytes [begin, end), widened to whole pages,
+        in any order and any number of times: for a model's own init code, which
+        writes its tensors in its own order and may come back to one. Dropping pages
+        of a shared file mapping loses nothing (the data stays in the file and its
+        page cache; a later access maps it again)."""
+        self._raise()
+        begin -= begin % self.page
+        end = min(len(self.mm), end + (-end) % self.page)
+        if end > begin:
+            self._submit(begin, end)
+
+    def _submit(self, begin, end):
         if self.thread is not None:
             self.q.put((begin, end))
         else:
@@ -190,35 +205,3 @@ def preallocate(fd, size, path):
         raise OSError(exc.errno, f"cannot preallocate {size} bytes for {path!r}: "
                                  f"{exc.strerror or exc}") from None
 
-
-class RangeFlusher:
-    """Writes back and drops any byte range of a shared file mapping, on a background
-    thread on Linux (inline elsewhere), ranges in any order and any number of times.
-
-    For a model's own init code, which writes its tensors in its own order and
-    may come back to one (a padding row zeroed after the normal fill): dropping
-    the pages of a MAP_SHARED file mapping loses nothing (the data stays in the
-    file and its page cache; a later access maps it again), so any range can
-    go as soon as a write to it ends. At most ``depth`` ranges wait (two: resident
-    memory stays near the largest tensors, the writes are disk-bound anyway).
-    """
-
-    def __init__(self, mm, fd, base_addr, depth=2):
-        self._inner = Flusher(mm, fd, base_addr, depth=depth)
-        self.size = len(mm)
-
-    def drop(self, begin, end):
-        f = self._inner
-        f._raise()
-        page = f.page
-        begin -= begin % page
-        end = min(self.size, end + (-end) % page)
-        if end <= begin:
-            return
-        if f.thread is not None:
-            f.q.put((begin, end))
-        else:
-            f._drop(begin, end)
-
-    def close(self, wait=True):
-        self._inner.close(wait=wait)

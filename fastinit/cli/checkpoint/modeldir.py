@@ -24,7 +24,7 @@ from ..._contract import check_u64
 from . import tmpfile
 from .hfmodel import (INDEX_NAME, build_meta, config_dtype, load_config, model_class, plan_dir,
                       rules_of)
-from .mmapio import DEFAULT_CHUNK_BYTES, RangeFlusher, drop_pages, preallocate
+from .mmapio import DEFAULT_CHUNK_BYTES, Flusher, drop_pages, preallocate
 from .spec import SpecError
 
 _WEIGHT_FILE = re.compile(r"^model(-\d{5}-of-\d{5})?\.safetensors$")
@@ -57,7 +57,8 @@ class _Open:
             base = np.frombuffer(self.mm, dtype=np.uint8)
             self.addr = base.ctypes.data
             del base
-            self.flusher = RangeFlusher(self.mm, self.fd, self.addr)
+            # two ranges in flight: resident memory stays near the largest tensors
+            self.flusher = Flusher(self.mm, self.fd, self.addr, depth=2)
         except BaseException:
             self.discard()
             raise
@@ -95,25 +96,17 @@ class _Open:
         self.fd = None
 
     def discard(self):
-        for step in (lambda: self.flusher and self.flusher.close(wait=False),
-                     lambda: self.mm is not None and self.mm.close()):
+        """Close everything, quietly (the run is failing already); the unnamed file goes
+        with its descriptor, a named temporary is removed."""
+        for step in (lambda: self.flusher is not None and self.flusher.close(wait=False),
+                     lambda: self.mm is not None and self.mm.close(),
+                     lambda: self.tmp is not None and os.unlink(self.tmp),
+                     lambda: self.fd is not None and os.close(self.fd)):
             try:
                 step()
             except BaseException:
                 pass
-        self.flusher = self.mm = None
-        if self.tmp is not None:
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
-            self.tmp = None
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+        self.flusher = self.mm = self.tmp = self.fd = None
 
 
 def _groups(model):
