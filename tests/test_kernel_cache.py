@@ -8,7 +8,10 @@ to philox.py alone would keep serving kernels built from the old transforms.
 import os
 import shutil
 
+import numpy as np
 import pytest
+from numba.core.caching import NullCache
+from numba.core.dispatcher import Dispatcher
 
 import fastinit as fi
 from fastinit.kernels.cpu import _config
@@ -22,8 +25,8 @@ def compiled():
         fi.uniform(fi.empty(1 << 18, dt), seed=1)
 
 
-@pytest.mark.parametrize("kernel", [cpu.uniform_serial, cpu.uniform_parallel, cpu.tile_uniform32,
-                                    cpu.tile_uniform64, cpu.store32])
+@pytest.mark.parametrize("kernel", [cpu.uniform_serial, cpu.uniform_parallel, cpu.normal_serial,
+                                    cpu.trunc_parallel, cpu.fill_constant])
 def test_every_kernel_uses_the_package_locator(kernel):
     loc = kernel._cache._impl._locator
     assert isinstance(loc, _config._KernelsLocator)
@@ -72,12 +75,46 @@ def test_digest_follows_the_abi(tmp_path):
 
 # -- writes to the disk cache are serialized across processes ----------------
 
+def _dispatchers(module):
+    return [obj for obj in vars(module).values() if isinstance(obj, Dispatcher)]
+
+
 def test_every_kernel_writes_its_cache_under_a_lock():
-    kernels = [obj for obj in vars(cpu).values()
-               if getattr(obj, "_cache", None) is not None and hasattr(obj, "overloads")]
-    assert len(kernels) >= 10
-    for k in kernels:
+    entries = set(cpu.SERIAL_KERNELS.values()) | set(cpu.PARALLEL_KERNELS.values())
+    entries.add(cpu.fill_constant)
+    cached = [k for k in _dispatchers(cpu) if not isinstance(k._cache, NullCache)]
+    assert set(cached) == entries
+    for k in cached:
         assert type(k._cache._cache_file) is _config.LockedIndexDataCacheFile, k
+
+
+def test_only_the_entry_kernels_are_cached():
+    """Functions called only from other kernels are compiled into them (and cached
+    inside them): they write no cache entry and have no Python wrapper of their own."""
+    from fastinit.kernels.cpu import philox
+    entries = set(cpu.SERIAL_KERNELS.values()) | set(cpu.PARALLEL_KERNELS.values())
+    entries.add(cpu.fill_constant)
+    inner = [k for k in _dispatchers(cpu) + _dispatchers(philox) if k not in entries]
+    assert len(inner) >= 20
+    for k in inner:
+        assert isinstance(k._cache, NullCache), k
+        assert k.targetoptions.get("no_cpython_wrapper"), k
+
+
+def test_a_kernel_helper_called_from_python_raises():
+    """Without a Python wrapper such a call would jump to no code; it raises, also
+    for a signature already compiled for jitted code."""
+    import numba
+    from fastinit.kernels.cpu import philox
+    u = np.uint64(1)
+    caller = numba.njit(lambda a, b, c, d, k0, k1: philox.philox4x32(a, b, c, d, k0, k1))
+    assert caller(u, u, u, u, u, u)[0] > 0
+    assert (numba.types.uint64,) * 6 in philox.philox4x32.overloads
+    with pytest.raises(TypeError, match="philox4x32.*no Python entry point"):
+        philox.philox4x32(u, u, u, u, u, u)
+    vals = np.zeros(2 * cpu.TILE, np.float32)
+    with pytest.raises(TypeError, match="store32"):
+        cpu.store32(np.zeros(4, np.uint32), 0, 0, vals, 0, 4)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX flock")

@@ -10,8 +10,9 @@ Run it again: it then loads every kernel and compiles none.
 
 The distributions compile side by side in ``--jobs`` processes (one
 distribution's kernels in one process, so that no two processes write one
-kernel's cache entries at once; the store kernels they share are compiled
-first, here, and the workers start only once a kernel has to compile).
+kernel's cache entries at once; only the entry kernels are cached, each with
+everything it calls compiled in). The workers start only once a kernel has
+to compile: with a full cache, everything loads here.
 """
 
 import os
@@ -150,22 +151,19 @@ def run(args, parser):
     print(f"fastinit warmup: kernel cache: {path}", flush=True)
     from .. import _progress
     todo = units(dtypes)
-    # the serial uniform fills first, here: they compile the store kernels every
-    # distribution shares, which the worker processes then load, not write
-    first = [u for u in todo if u[0] == "uniform" and u[1].endswith(" serial")]
-    rest = [u for u in todo if u not in first]
+    rest = list(todo)
     t0 = time.perf_counter()
     enabled = False if args.quiet else None      # None: shown once it passes a second
     with _progress.bar(len(todo), "compiling kernels", enabled=enabled, unit="fill") as bar:
         # here, until a unit has to compile (every one, with --jobs 1): with
         # a full cache no worker process is started
-        while first or rest:
-            _, label, kind, dtype, n = (first or rest).pop(0)
+        while rest:
+            _, label, kind, dtype, n = rest.pop(0)
             bar.set_postfix_str(label, refresh=True)
             before = _kernel_stats()[0]
             run_unit(kind, dtype, n)
             bar.update(1)
-            if not first and args.jobs > 1 and _kernel_stats()[0] > before:
+            if args.jobs > 1 and _kernel_stats()[0] > before:
                 break
         compiled, loaded = _kernel_stats()
         if rest:

@@ -29,8 +29,8 @@ import numba
 from numba.core import caching, entrypoints
 
 _OPTIONS = dict(fastmath=False, nogil=True, error_model="numpy")
-# SERIAL, PARALLEL and INLINE (the options of every kernel) are built by the
-# module's __getattr__ below on first use, once the cache location is known.
+# SERIAL, PARALLEL, INNER and INLINE (the options of every kernel) are built by
+# the module's __getattr__ below on first use, once the cache location is known.
 
 
 KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -325,6 +325,34 @@ def lock_cache_writes(namespace):
     return count
 
 
+def _no_python_call(name):
+    def _compile_for_args(*args, **kws):
+        raise TypeError(f"{name}() runs only inside fastinit's compiled kernels and has no "
+                        f"Python entry point; call it from a numba.njit function")
+    return _compile_for_args
+
+
+def kernel_only(namespace):
+    """Guard every ``INNER``/``INLINE`` dispatcher in ``namespace`` (a module's
+    globals) against calls from Python: compiled without a CPython wrapper,
+    such a call would jump to no code. A call from Python raises TypeError;
+    calls from jitted code compile and link as usual (their signatures are
+    recorded in ``overloads``, which typing and lowering read, and never in
+    the dispatcher's table of Python entry points). Returns how many."""
+    from numba.core.dispatcher import Dispatcher
+    count = 0
+    for obj in list(namespace.values()):
+        if isinstance(obj, Dispatcher) and obj.targetoptions.get("no_cpython_wrapper"):
+            obj._compile_for_args = _no_python_call(obj.py_func.__qualname__)
+            obj.add_overload = functools.partial(_record_overload, obj)
+            count += 1
+    return count
+
+
+def _record_overload(dispatcher, cres):
+    dispatcher.overloads[tuple(cres.signature.args)] = cres
+
+
 def _disk_cache():
     """Whether the kernels can be cached on disk. Warns (one line) when the
     cache cannot go where Numba's settings put it."""
@@ -364,12 +392,21 @@ _OPTIONS_LOCK = threading.Lock()
 
 
 def __getattr__(name):
-    """``SERIAL``, ``PARALLEL``, ``INLINE``: the Numba options of every kernel.
+    """The Numba options of every kernel.
+
+    ``SERIAL`` and ``PARALLEL``: the entry kernels a fill calls from Python,
+    cached on disk. ``INNER``: a function called only from other kernels,
+    compiled once per signature and linked into its callers (not cached on
+    its own: an entry kernel is cached with everything it calls; no Python
+    wrapper: see :func:`kernel_only`). ``INLINE``: the same, and LLVM inlines
+    it at every call site (``forceinline``: Numba's own ``inline="always"``
+    copies and retypes the function's IR at every site, which made a cold
+    compile take twice as long: docs/design.md).
 
     Built when the kernel modules first import them (the first fill), so
     that ``import fastinit`` neither touches the disk nor warns.
     """
-    if name not in ("SERIAL", "PARALLEL", "INLINE"):
+    if name not in ("SERIAL", "PARALLEL", "INNER", "INLINE"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     with _OPTIONS_LOCK:
         if "SERIAL" not in globals():
@@ -378,8 +415,9 @@ def __getattr__(name):
             except AttributeError as exc:   # would read as "cannot import name 'SERIAL'"
                 raise RuntimeError(f"fastinit: setting up Numba's cache failed: {exc!r}") from exc
             serial = dict(cache=cache, **_OPTIONS)
+            inner = dict(_OPTIONS, cache=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
             globals().update(SERIAL=serial, PARALLEL=dict(serial, parallel=True),
-                             INLINE=dict(serial, inline="always"))
+                             INNER=inner, INLINE=dict(inner, forceinline=True))
     return globals()[name]
 
 

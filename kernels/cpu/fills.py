@@ -18,7 +18,7 @@ from numba.extending import overload
 
 from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0,
                     CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
-from ._config import INLINE, PARALLEL, SERIAL, lock_cache_writes
+from ._config import INLINE, INNER, PARALLEL, SERIAL, kernel_only, lock_cache_writes
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
                      erfinv_xt_f32, erfinv_xt_f64, f16_bits, f32_bits, f64_bits, k24,
@@ -100,7 +100,7 @@ BELOW_ONE_F64, TINY_F64 = np.nextafter(F64(1), F64(0)), F64(np.finfo(np.float64)
 
 
 # the far transform: w = -log(2y) to its value
-@njit(**SERIAL)
+@njit(**INNER)
 def far_pass32(w, mean, ss, a, b, sign):
     """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
     the tail and far-tail forms share one compiled copy."""
@@ -108,7 +108,7 @@ def far_pass32(w, mean, ss, a, b, sign):
         w[i] = _clamp(mean + ss * (erfcinv_far_f32(w[i]) * sign), a, b)
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def far_pass64(w, mean, ss, a, b, sign):
     """w[i] = the value of w = -log(2y) (contract 4.4), in place. Not inlined:
     the tail and far-tail forms share one compiled copy."""
@@ -161,7 +161,7 @@ def _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, masked
 # The float32 uniform keeps Philox and its cheap transform in one loop: with
 # Philox into ``words`` first (as below) it compiled in half the time but ran
 # 15-20% slower on one thread (AVX2 development VM).
-@njit(**SERIAL)
+@njit(**INNER)
 def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
     if thr > ZERO_F32:              # masked_uniform
@@ -170,7 +170,7 @@ def tile_uniform32(vals, fb, nb, k0, k1, s0, s1, p):
         _uniform32_loop(vals, fb, nb, k0, k1, s0, s1, lo, d, floor, top, thr, False)
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def tile_normal32(vals, words, fb, nb, k0, k1, s0, s1, p):
     # Two loops: Philox into 32-bit words (64-bit lanes), then the transform
     # on 32-bit lanes only, which LLVM vectorizes twice as wide as it would
@@ -220,7 +220,7 @@ def _far_gather(vals, count, ymax, idx):
     return n
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def tile_trunc32(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
     _words32(words, fb, nb, k0, k1, s0, s1)
@@ -261,7 +261,7 @@ def _masked_uniform64_loop(vals, words, n, lo, d, floor, top, thr):
         vals[e] = _uniform(to_f64(k) * TWO_M53, lo, d, floor, top, thr, ZERO_F64)
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def tile_uniform64(vals, words, fb, nb, k0, k1, s0, s1, p):
     lo, d, floor, top, thr = p
     _words32(words, fb, nb, k0, k1, s0, s1)
@@ -271,7 +271,7 @@ def tile_uniform64(vals, words, fb, nb, k0, k1, s0, s1, p):
         _uniform64_loop(vals, words, 2 * nb, lo, d, floor, top)
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def tile_normal64(vals, fb, nb, k0, k1, s0, s1, p):
     mean, std = p
     for jj in range(nb):
@@ -300,7 +300,7 @@ def _trunc64_y(vals, n, central, mean, ss, a, b, sign):
         vals[e] = _clamp(mean + ss * (z * sign), a, b)
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
     e0, de, mean, ss, a, b, tail, sign = p
     _words32(words, fb, nb, k0, k1, s0, s1)
@@ -331,7 +331,7 @@ def tile_trunc64(vals, words, fb, nb, k0, k1, s0, s1, p):
 # The stores index views from 0: with ``out[dst + e]`` Numba's wraparound for
 # a possibly negative index blocks vectorization, and these loops ran 10-40x
 # slower.
-@njit(**SERIAL)
+@njit(**INNER)
 def store32(out, fmt, dst, vals, src, count):
     o = out[dst:dst + count]
     v = vals[src:src + count]
@@ -346,7 +346,7 @@ def store32(out, fmt, dst, vals, src, count):
             o[e] = f16_bits(v[e])
 
 
-@njit(**SERIAL)
+@njit(**INNER)
 def store64(out, fmt, dst, vals, src, count):
     o = out[dst:dst + count]
     v = vals[src:src + count]
@@ -538,5 +538,7 @@ def fill_constant(out, v, chunks):
             o[e] = v
 
 
-# every kernel's disk-cache writes serialized across processes (_config.py)
+# every kernel's disk-cache writes serialized across processes, and the
+# functions called only from kernels guarded against calls from Python (_config.py)
 lock_cache_writes(globals())
+kernel_only(globals())

@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from ._config import INLINE
+from ._config import INLINE, kernel_only
 
 # --- Philox4x32-10 (Random123) ---------------------------------------------
 PHILOX_M0 = np.uint64(0xD2511F53)
@@ -471,3 +471,7 @@ def f16_bits(v):
     else:
         h = (a - 0x38000000 + 0xFFF + ((a >> 13) & 1)) >> 13
     return np.uint16(h | sign)
+
+
+# kernels/cpu/_config.py: the helpers have no Python entry point
+kernel_only(globals())
