@@ -44,9 +44,12 @@ def test_warmup_fills_an_empty_cache_then_loads_it(tmp_path):
     first = _warmup(env, "--dtypes", "float16", "--jobs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"kernel cache: {cache}" in first.stdout
-    # the workers load the store kernels this process compiled first
+    # one signature of every entry kernel (one output width), each compiled once
+    # across the processes, each in its own index file
+    from fastinit.kernels.cpu import fills
+    entries = len(fills.SERIAL_KERNELS) + len(fills.PARALLEL_KERNELS) + 1   # + fill_constant
     compiled, loaded, written, where = STATS.search(first.stdout).groups()
-    assert int(compiled) > 0 and int(written) > 0
+    assert int(compiled) == entries and int(written) == entries
     assert where.startswith(str(cache))
     assert len([f for f in os.listdir(where) if f.endswith(".nbi")]) == int(written)
     assert "compiling kernels" in first.stderr          # the progress bar
@@ -55,7 +58,7 @@ def test_warmup_fills_an_empty_cache_then_loads_it(tmp_path):
         assert again.returncode == 0, again.stderr[-3000:]
         compiled2, loaded2, written2, _ = STATS.search(again.stdout).groups()
         # the entry kernels load with the kernels they call compiled in
-        assert int(compiled2) == 0 and 0 < int(loaded2) <= int(compiled)
+        assert int(compiled2) == 0 and int(loaded2) == entries
         assert int(written2) == int(written)
         assert "compiling kernels" not in again.stderr
 
@@ -102,6 +105,30 @@ def test_no_writable_cache_exits_1_before_compiling(tmp_path):
     finally:
         for d in (pkg, *ro.values()):
             _tree(d, 0o755)
+
+
+def test_groups_are_dealt_whole_to_the_least_loaded_process():
+    from fastinit.cli import warmup
+    dtypes = list(warmup.DTYPES)
+    todo = warmup.units(dtypes)
+    keys = {u[0] for u in todo}
+    assert len(keys) == 2 * (len(warmup.DRAWS) + 1)     # (kind, precision)
+    mine = [u for u in todo if u[0] == ("uniform", "float32")]
+    rest = [u for u in todo if u not in mine]
+    for jobs in (1, 2, 3, 8):
+        shares = warmup.deal(rest, [list(mine)] + [[] for _ in range(jobs - 1)], dtypes)
+        assert sorted(u[1] for s in shares for u in s) == sorted(u[1] for u in todo)
+        assert shares[0][:len(mine)] == mine              # this process keeps its group
+        for key in keys:                                  # a group is never split
+            assert sum(any(u[0] == key for u in s) for s in shares) == 1, key
+        load = [sum(warmup._cost(u, dtypes) for u in s) for s in shares]
+        # greedy, costliest group first: no process exceeds the lightest by
+        # more than one group's cost
+        biggest = max(sum(warmup._cost(u, dtypes) for u in todo if u[0] == k) for k in keys)
+        assert max(load) - min(load) <= biggest
+    # float16 beside bfloat16 only loads bfloat16's kernels
+    f16 = next(u for u in todo if u[3] == "float16")
+    assert warmup._cost(f16, dtypes) < warmup._cost(f16, ["float16"])
 
 
 def test_help_lists_warmup(capsys):

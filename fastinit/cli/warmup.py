@@ -8,11 +8,16 @@ lives. Exit status 1 when no cache can be written (the kernels would compile
 in memory, in every process); ``NUMBA_CACHE_DIR`` chooses the directory.
 Run it again: it then loads every kernel and compiles none.
 
-The distributions compile side by side in ``--jobs`` processes (one
-distribution's kernels in one process, so that no two processes write one
-kernel's cache entries at once; only the entry kernels are cached, each with
-everything it calls compiled in). The workers start only once a kernel has
-to compile: with a full cache, everything loads here.
+The kernels compile side by side in ``--jobs`` processes, this one
+included. Units are grouped by distribution and compute precision (float32
+for float32, bfloat16 and float16; float64), and a group runs in one
+process, which compiles the functions its kernels share once; the groups
+are dealt out by their estimated cost, the costliest first, each to the
+least loaded process. Only the entry kernels are cached, each with
+everything it calls compiled in, and every cache write holds the kernel's
+lock (kernels/cpu/_config.py), so two processes may add signatures of one
+kernel. Worker processes start only once a kernel has to compile: with a
+full cache everything loads here.
 """
 
 import os
@@ -31,9 +36,10 @@ def configure_parser(parser):
                         help="comma-separated dtypes to compile for (default: all: "
                              "%(default)s)")
     parser.add_argument("--jobs", type=int_arg("--jobs", 1),
-                        default=max(1, min(os.cpu_count() or 1, len(DRAWS))),
-                        help="processes compiling at once, one distribution each "
-                             "(default: %(default)s, up to the number of CPUs)")
+                        default=max(1, min(os.cpu_count() or 1, 2 * (len(DRAWS) + 1))),
+                        help="processes compiling at once, this one included "
+                             "(default: %(default)s: the number of CPUs, up to the "
+                             "number of unit groups)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -46,21 +52,51 @@ def _dtypes(text, parser):
     return list(dict.fromkeys(names))
 
 
+# a unit's estimated compile cost (seconds on the development VM), by kind
+COST = {"truncated_normal": 5.0, "uniform": 3.5, "normal": 3.0, "ones": 0.7}
+
+
 def units(dtypes):
     """(group, label, kind, dtype, n) for every kernel a fill of ``dtypes`` can
     use: each distribution on one thread (a small buffer) and on all threads
     (a buffer of the CPU backend's parallel size), and the parallel constant
-    fill (kind "ones"). Each group's kernels are compiled by one process: two
-    processes never write the cache entries of one kernel at once."""
+    fill (kind "ones"). A group is (kind, compute precision): its units share
+    the functions their kernels call, so one process runs it."""
     from ..backends import cpu
     out = []
     for name in DRAWS:
         for dt in dtypes:
             for mode, n in (("serial", 8), ("parallel", cpu.PARALLEL_MIN)):
-                out.append((name, f"{name} {dt} {mode}", name, dt, n))
-    out += [("uniform", f"constant {dt} parallel", "ones", dt, cpu.PARALLEL_MIN)
+                out.append(((name, _precision(dt)), f"{name} {dt} {mode}", name, dt, n))
+    out += [(("ones", _precision(dt)), f"constant {dt} parallel", "ones", dt, cpu.PARALLEL_MIN)
             for dt in dtypes]
     return out
+
+
+def _precision(dtype):
+    return "float64" if dtype == "float64" else "float32"
+
+
+def _cost(unit, dtypes):
+    """A unit's estimated cost: float16 uses bfloat16's kernels (16-bit
+    output), so with bfloat16 in the run it only loads them."""
+    _, _, kind, dtype, _ = unit
+    return 0.1 if dtype == "float16" and "bfloat16" in dtypes else COST[kind]
+
+
+def deal(todo, shares, dtypes):
+    """``shares`` (lists of units, one per process; the first is this
+    process's, possibly already started) extended with ``todo``'s groups,
+    costliest first, each to the share with the least estimated cost."""
+    groups = {}
+    for u in todo:
+        groups.setdefault(u[0], []).append(u)
+    load = [sum(_cost(u, dtypes) for u in share) for share in shares]
+    for key in sorted(groups, key=lambda g: -sum(_cost(u, dtypes) for u in groups[g])):
+        i = load.index(min(load))
+        shares[i].extend(groups[key])
+        load[i] += sum(_cost(u, dtypes) for u in groups[key])
+    return shares
 
 
 def run_unit(kind, dtype, n):
@@ -83,50 +119,55 @@ def _worker(todo, done):
 
 
 def _kernel_stats():
-    """(compiled, loaded): the cache misses and hits of every kernel so far."""
+    """(compiled, loaded): the cache misses and hits of every cached kernel so
+    far (the entry kernels; the functions they call are compiled into them)."""
     from ..kernels.cpu import fills
+    from numba.core.caching import NullCache
     from numba.core.registry import CPUDispatcher
     misses = hits = 0
     for obj in vars(fills).values():
-        if isinstance(obj, CPUDispatcher):
+        if isinstance(obj, CPUDispatcher) and not isinstance(obj._cache, NullCache):
             misses += sum(obj.stats.cache_misses.values())
             hits += sum(obj.stats.cache_hits.values())
     return misses, hits
 
 
-def _in_workers(todo, jobs, bar):
-    """Run ``todo`` in up to ``jobs`` fresh processes, one distribution's units
-    in one process (the truncated normal's, the costliest, alone when it can
-    be); returns their (compiled, loaded)."""
+def _run_shares(shares, bar):
+    """Run ``shares[1:]`` in fresh processes and ``shares[0]`` here, side by
+    side; returns the workers' (compiled, loaded)."""
     import multiprocessing
     import queue as queues
-    groups = {}
-    for u in todo:
-        groups.setdefault(u[0], []).append(u)
-    order = sorted(groups, key=lambda g: g != "truncated_normal")
-    shares = [[] for _ in range(min(jobs, len(order)))]
-    for i, g in enumerate(order):
-        shares[i % len(shares)].extend(groups[g])
     ctx = multiprocessing.get_context("spawn")    # no fork of a process that runs Numba
     done = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(share, done), daemon=True) for share in shares]
+    procs = [ctx.Process(target=_worker, args=(share, done), daemon=True)
+             for share in shares[1:] if share]
     for p in procs:
         p.start()
     compiled = loaded = finished = 0
+
+    def collect(timeout):
+        nonlocal compiled, loaded, finished
+        try:
+            label, c, h = done.get(timeout=timeout) if timeout else done.get_nowait()
+        except queues.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):
+                raise RuntimeError("a warm-up worker process failed (its error is above)")
+            return
+        if label is None:
+            finished += 1
+            compiled, loaded = compiled + c, loaded + h
+        else:
+            bar.set_postfix_str(label, refresh=True)
+            bar.update(1)
+
     try:
+        for _, label, kind, dtype, n in shares[0]:
+            bar.set_postfix_str(label, refresh=True)
+            run_unit(kind, dtype, n)
+            bar.update(1)
+            collect(0)
         while finished < len(procs):
-            try:
-                label, c, h = done.get(timeout=0.5)
-            except queues.Empty:
-                if any(p.exitcode not in (None, 0) for p in procs):
-                    raise RuntimeError("a warm-up worker process failed (its error is above)")
-                continue
-            if label is None:
-                finished += 1
-                compiled, loaded = compiled + c, loaded + h
-            else:
-                bar.set_postfix_str(label, refresh=True)
-                bar.update(1)
+            collect(0.5)
     finally:
         for p in procs:
             p.join(timeout=60)
@@ -157,18 +198,26 @@ def run(args, parser):
     with _progress.bar(len(todo), "compiling kernels", enabled=enabled, unit="fill") as bar:
         # here, until a unit has to compile (every one, with --jobs 1): with
         # a full cache no worker process is started
+        mine = []
         while rest:
-            _, label, kind, dtype, n = rest.pop(0)
+            unit = rest.pop(0)
+            _, label, kind, dtype, n = unit
             bar.set_postfix_str(label, refresh=True)
             before = _kernel_stats()[0]
             run_unit(kind, dtype, n)
             bar.update(1)
             if args.jobs > 1 and _kernel_stats()[0] > before:
+                # the rest of this unit's group stays here (it shares what
+                # was just compiled); the other groups are dealt out
+                mine = [u for u in rest if u[0] == unit[0]]
+                rest = [u for u in rest if u[0] != unit[0]]
                 break
+        c = h = 0
+        if mine or rest:
+            shares = deal(rest, [mine] + [[] for _ in range(args.jobs - 1)], dtypes)
+            c, h = _run_shares(shares, bar)
         compiled, loaded = _kernel_stats()
-        if rest:
-            c, h = _in_workers(rest, args.jobs, bar)
-            compiled, loaded = compiled + c, loaded + h
+        compiled, loaded = compiled + c, loaded + h
     seconds = time.perf_counter() - t0
     written = _index_files(path)
     print(f"fastinit warmup: {len(todo)} fills ({', '.join(dtypes)}) in {seconds:.1f} s: "
