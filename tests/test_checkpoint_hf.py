@@ -270,7 +270,12 @@ def test_a_tensor_the_init_code_misses_is_an_error_naming_it(tmp_path, monkeypat
     d = str(tmp_path / "m")
     with pytest.raises(ValueError, match="model.embed_tokens.weight"):
         write_model_dir(d, config=cfg, seed=1)
-    assert files_of(d) == []
+    assert not os.path.exists(d)               # the directory it made is gone again
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(ValueError, match="model.embed_tokens.weight"):
+        write_model_dir(str(kept), config=cfg, seed=1)
+    assert kept.is_dir() and files_of(str(kept)) == []      # one it was given stays
     rep = write_model_dir(d, config=cfg, seed=1,
                           overrides=['model.embed_tokens.weight=normal:{"std": 0.5}'])
     assert rep.files == ["model.safetensors"]

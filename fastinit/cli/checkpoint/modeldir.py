@@ -331,6 +331,7 @@ def write_model_dir(outdir, *, config=None, model_type=None, sets=(), dtype=None
     kwargs = dict(config=config, model_type=model_type, sets=tuple(sets or ()), dtype=dtype,
                   seed=seed, overrides=tuple(overrides or ()), max_shard_size=max_shard_size)
     plan, rules = make_plan(**kwargs)
+    created = not os.path.isdir(outdir)
     outdir = check_dir(outdir)
     t0 = time.perf_counter()
     tmpfile.remove_stale(os.path.abspath(outdir))
@@ -371,6 +372,11 @@ def write_model_dir(outdir, *, config=None, model_type=None, sets=(), dtype=None
             for name in done:                  # all or nothing, within one run
                 try:
                     os.unlink(os.path.join(outdir, name))
+                except OSError:
+                    pass
+            if created:                        # and no directory left that this run made
+                try:
+                    os.rmdir(outdir)           # only if empty
                 except OSError:
                     pass
     files = [plan.files[i] for i in written]
