@@ -47,7 +47,7 @@ def test_warmup_fills_an_empty_cache_then_loads_it(tmp_path):
     # one signature of every entry kernel (one output width), each compiled once
     # across the processes, each in its own index file
     from fastinit.kernels.cpu import fills
-    entries = len(fills.SERIAL_KERNELS) + len(fills.PARALLEL_KERNELS) + 1   # + fill_constant
+    entries = len(fills.ENTRY_KERNELS)
     compiled, loaded, written, where = STATS.search(first.stdout).groups()
     assert int(compiled) == entries and int(written) == entries
     assert where.startswith(str(cache))

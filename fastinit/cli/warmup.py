@@ -91,11 +91,12 @@ def deal(todo, shares, dtypes):
     groups = {}
     for u in todo:
         groups.setdefault(u[0], []).append(u)
+    cost = {key: sum(_cost(u, dtypes) for u in us) for key, us in groups.items()}
     load = [sum(_cost(u, dtypes) for u in share) for share in shares]
-    for key in sorted(groups, key=lambda g: -sum(_cost(u, dtypes) for u in groups[g])):
+    for key in sorted(groups, key=lambda g: -cost[g]):
         i = load.index(min(load))
         shares[i].extend(groups[key])
-        load[i] += sum(_cost(u, dtypes) for u in groups[key])
+        load[i] += cost[key]
     return shares
 
 
@@ -122,13 +123,10 @@ def _kernel_stats():
     """(compiled, loaded): the cache misses and hits of every cached kernel so
     far (the entry kernels; the functions they call are compiled into them)."""
     from ..kernels.cpu import fills
-    from numba.core.caching import NullCache
-    from numba.core.registry import CPUDispatcher
     misses = hits = 0
-    for obj in vars(fills).values():
-        if isinstance(obj, CPUDispatcher) and not isinstance(obj._cache, NullCache):
-            misses += sum(obj.stats.cache_misses.values())
-            hits += sum(obj.stats.cache_hits.values())
+    for k in fills.ENTRY_KERNELS:
+        misses += sum(k.stats.cache_misses.values())
+        hits += sum(k.stats.cache_hits.values())
     return misses, hits
 
 

@@ -333,8 +333,8 @@ def _no_python_call(name):
 
 
 def kernel_only(namespace):
-    """Guard every ``INNER``/``INLINE`` dispatcher in ``namespace`` (a module's
-    globals) against calls from Python: compiled without a CPython wrapper,
+    """Guard every ``INNER``/``INLINE`` dispatcher defined in ``namespace`` (a
+    module's globals; not those it imports) against calls from Python: compiled without a CPython wrapper,
     such a call would jump to no code. A call from Python raises TypeError;
     calls from jitted code compile and link as usual (their signatures are
     recorded in ``overloads``, which typing and lowering read, and never in
@@ -342,7 +342,8 @@ def kernel_only(namespace):
     from numba.core.dispatcher import Dispatcher
     count = 0
     for obj in list(namespace.values()):
-        if isinstance(obj, Dispatcher) and obj.targetoptions.get("no_cpython_wrapper"):
+        if (isinstance(obj, Dispatcher) and obj.targetoptions.get("no_cpython_wrapper")
+                and obj.py_func.__module__ == namespace["__name__"]):
             obj._compile_for_args = _no_python_call(obj.py_func.__qualname__)
             obj.add_overload = functools.partial(_record_overload, obj)
             count += 1

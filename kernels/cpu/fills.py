@@ -538,6 +538,10 @@ def fill_constant(out, v, chunks):
             o[e] = v
 
 
+# the kernels a fill calls from Python: the only ones cached on disk
+ENTRY_KERNELS = (*SERIAL_KERNELS.values(), *PARALLEL_KERNELS.values(), fill_constant)
+
+
 # every kernel's disk-cache writes serialized across processes, and the
 # functions called only from kernels guarded against calls from Python (_config.py)
 lock_cache_writes(globals())
