@@ -72,9 +72,9 @@ def main(argv=None):
     import jax
     import jax.numpy as jnp
     import keras
-    import numba
     import tensorflow as tf
 
+    import fastinit as fi
     import fastinit.jax as fj
     import fastinit.keras as fk
 
@@ -94,7 +94,7 @@ def main(argv=None):
     ]
     info = {"shape": list(shape), "dtype": "float32", "reps": args.reps,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "numba_threads": numba.get_num_threads(), "tensorflow": tf.__version__,
+            "fill_threads": fi.get_num_threads(), "tensorflow": tf.__version__,
             "keras": keras.__version__, "jax": jax.__version__,
             "loadavg_before": os.getloadavg()}
     rows = []
@@ -110,7 +110,7 @@ def main(argv=None):
         rows.append({"case": name, "theirs_ms": 1e3 * t_theirs, "fastinit_ms": 1e3 * t_ours,
                      "speedup": t_theirs / t_ours, "other_processes_cores": others})
     print(f"{args.size} x {args.size} float32, median of {args.reps} "
-          f"(cores {info['cores']}, numba threads {info['numba_threads']}, "
+          f"(cores {info['cores']}, fill threads {info['fill_threads']}, "
           f"TF {info['tensorflow']}, Keras {info['keras']}, JAX {info['jax']})")
     print(f"{'case':36} {'theirs ms':>10} {'fastinit ms':>12} {'speedup':>8} "
           f"{'others':>7}  goal >= {GOAL:g}x")

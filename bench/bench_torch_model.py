@@ -311,9 +311,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.child:
         return fresh_child(args)
-    import numba
     print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, {numba.get_num_threads()} Numba threads; "
+          f"{torch.get_num_threads()} torch threads, {fi.get_num_threads()} fill threads; "
           f"torch {torch.__version__}, fastinit {fi.__version__}, Python {sys.version.split()[0]}")
     if not args.skip_model:
         (fresh_bench if args.fresh else model_bench)(args)

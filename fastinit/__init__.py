@@ -10,6 +10,7 @@ see docs/stream.md. Typical use::
 """
 
 from ._contract import DEFAULT_SEED, STREAM_VERSION, initial_seed, manual_seed, stream_for
+from .backends._threads import get_num_threads, set_num_threads
 from .buffers import empty
 from .distributions import (constant, masked_uniform, normal, ones, truncated_normal,
                             uniform, zeros)
@@ -44,4 +45,5 @@ __all__ = [
     "fans", "calculate_gain", "xavier_uniform", "xavier_normal", "kaiming_uniform",
     "kaiming_normal", "lecun_uniform", "lecun_normal", "variance_scaling", "to_torch",
     "to_tensorflow", "to_jax", "orthogonal", "delta_orthogonal", "eye", "dirac", "sparse",
+    "get_num_threads", "set_num_threads",
 ]

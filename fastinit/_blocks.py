@@ -74,7 +74,7 @@ def fill_runs(kind, args, rows, index, run, offsets, *, seed, stream):
     from .kernels.cpu import fills as kernels
     bits = rows.view(spec.bits)
     code = KINDS[_KERNEL_KIND[kind]]
-    ctl = C.ctl_words(seed, stream, 0, spec.fmt, 1, code)
+    ctl = C.ctl_words(seed, stream, 0, spec.fmt, code)
     kernel = kernels.SERIAL_KERNELS[code]                 # chosen once, not per run
     for i in range(1, n):
         ctl[CTL_OFFSET] = offsets[i]

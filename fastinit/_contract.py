@@ -94,10 +94,10 @@ def check_range(offset, size):
     return offset
 
 
-def ctl_words(seed, stream, offset, fmt, chunks, kind):
+def ctl_words(seed, stream, offset, fmt, kind):
     """The uint64 control words of one launch, in the order of ``kernels._abi.CTL_*``."""
     ctl = np.array([offset, seed & MASK32, seed >> 32, stream & MASK32, stream >> 32,
-                    fmt, chunks, kind], dtype=np.uint64)
+                    fmt, kind], dtype=np.uint64)
     assert ctl.size == CTL_WORDS
     return ctl
 

@@ -46,8 +46,8 @@ DTYPES = {
 }
 
 # --- control words: one uint64 array per launch -----------------------------------
-CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_CHUNKS, CTL_KIND = range(8)
-CTL_WORDS = 8
+CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_KIND = range(7)
+CTL_WORDS = 7
 
 # --- CUDA -----------------------------------------------------------------------------
 CUDA_THREADS = 256          # threads per block: FILL_THREADS in cuda/fill.cu

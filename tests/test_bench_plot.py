@@ -8,9 +8,6 @@ import sys
 
 import pytest
 
-# fastinit picks Numba's threading layer when its kernel config is imported;
-# do it before anything asks Numba for threads (as tests/test_cli.py does)
-import fastinit.kernels.cpu._config  # noqa: F401,E402
 from fastinit import cli
 from fastinit.cli import plot
 

@@ -8,14 +8,11 @@ import subprocess
 import sys
 import types
 
-import numba
 import pytest
 
-# fastinit chooses Numba's threading layer when its kernel config is imported;
-# do that before this module asks Numba for threads, or Numba starts its own
-# default layer for the whole test session
-import fastinit.kernels.cpu._config  # noqa: F401,E402
+import fastinit as fi
 from fastinit import cli
+from fastinit.backends._threads import usable_cpus
 from fastinit.cli import bench
 from fastinit.cli.bench import measure, system
 
@@ -47,7 +44,7 @@ def test_prints_machine_line_one_table_and_overheads(small_run):
     proc, res = small_run
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("machine: ")
-    assert "numba threading layer" in lines[0] and "cores" in lines[0]
+    assert "fill thread" in lines[0] and "cores" in lines[0]
     headers = [i for i, line in enumerate(lines) if line.split()[:4] ==
                ["method", "dtype", "size", "implementation"]]
     assert len(headers) == 1                     # one table, all side by side
@@ -67,7 +64,7 @@ def test_json_has_the_expected_keys(small_run):
     assert res["schema"] == measure.SCHEMA
     m = res["machine"]
     assert m["cpu"] and m["cores"] >= 1
-    assert m["numba_threading_layer"] in ("tbb", "omp", "workqueue")
+    assert m["fill_threads"] == fi.get_num_threads() and m["usable_cores"] >= 1
     for name in ("numpy", "numba", "torch"):
         assert name in res["versions"]
     assert res["versions"]["numpy"] and res["versions"]["numba"]
@@ -137,7 +134,7 @@ def test_scaling_and_overheads_section(small_run):
     sc = res["scaling"]
     threads = [r["threads"] for r in sc["runs"]]
     assert threads[0] == 1
-    if numba.config.NUMBA_NUM_THREADS >= 2:
+    if usable_cpus() >= 2:
         assert 2 in threads
     t1 = sc["runs"][0]["median_s"]
     for r in sc["runs"]:
@@ -157,16 +154,16 @@ def test_scaling_and_overheads_section(small_run):
         assert pc["ratio_vs_torch"] == pytest.approx(per["torch"] / per["fastinit"])
 
 
-def test_quick_runs_and_restores_numba_threads(tmp_path):
-    """--quick in-process: a smoke run that leaves Numba's thread count as it was."""
-    before = numba.get_num_threads()
+def test_quick_runs_and_restores_fill_threads(tmp_path):
+    """--quick in-process: a smoke run that leaves the fill thread count as it was."""
+    before = fi.get_num_threads()
     assert cli.main(["bench", "--quick", "--methods", "uniform", "--dtypes", "float32",
                      "--repeat", "1", "--rss-mib", "0", "--threads", "1",
                      "--json", str(tmp_path / "q.json")]) == 0
-    assert numba.get_num_threads() == before
+    assert fi.get_num_threads() == before
     res = json.loads((tmp_path / "q.json").read_text())
     assert res["config"]["sizes"] == list(bench.QUICK_SIZES)
-    assert res["machine"]["numba_threads"] == 1
+    assert res["machine"]["fill_threads"] == 1
     assert res["overheads"]["rss"] == {"skipped": "--rss-mib 0"}
 
 
@@ -182,7 +179,7 @@ def test_quick_runs_and_restores_numba_threads(tmp_path):
     (["bench", "--repeat", "0"], "--repeat must be >= 1"),
     (["bench", "--repeat", "two"], "--repeat must be an integer"),
     (["bench", "--threads", "0"], "--threads must be >= 1"),
-    (["bench", "--threads", str(numba.config.NUMBA_NUM_THREADS + 1)],
+    (["bench", "--threads", str(usable_cpus() + 1)],
      "--threads must be between 1 and"),
     (["bench", "--json", os.path.join("no", "such", "dir", "out.json")], "does not exist"),
     (["bench", "--json", ROOT], "is a directory"),

@@ -25,8 +25,7 @@ def compiled():
         fi.uniform(fi.empty(1 << 18, dt), seed=1)
 
 
-@pytest.mark.parametrize("kernel", [cpu.uniform_serial, cpu.uniform_parallel, cpu.normal_serial,
-                                    cpu.trunc_parallel, cpu.fill_constant])
+@pytest.mark.parametrize("kernel", [cpu.uniform_serial, cpu.normal_serial, cpu.trunc_serial])
 def test_every_kernel_uses_the_package_locator(kernel):
     loc = kernel._cache._impl._locator
     assert isinstance(loc, _config._KernelsLocator)
@@ -69,7 +68,7 @@ def test_digest_follows_the_abi(tmp_path):
     abi.write_text(text)
     d0 = _config.sources_digest(shared=(str(abi),))
     assert d0 == _config.sources_digest()
-    abi.write_text(text.replace("CTL_WORDS = 8", "CTL_WORDS = 9"))
+    abi.write_text(text.replace("CTL_WORDS = 7", "CTL_WORDS = 8"))
     assert _config.sources_digest(shared=(str(abi),)) != d0
 
 
@@ -92,8 +91,7 @@ def test_only_the_entry_kernels_are_cached():
     inside them): they write no cache entry and have no Python wrapper of their own."""
     from fastinit.kernels.cpu import philox
     entries = set(cpu.ENTRY_KERNELS)
-    assert entries == set(cpu.SERIAL_KERNELS.values()) | set(cpu.PARALLEL_KERNELS.values()) | {
-        cpu.fill_constant}
+    assert entries == set(cpu.SERIAL_KERNELS.values())
     inner = [k for k in _dispatchers(cpu) + _dispatchers(philox) if k not in entries]
     assert len(inner) >= 20
     for k in inner:

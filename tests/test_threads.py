@@ -1,4 +1,5 @@
-"""Concurrent fills from Python threads, fills after fork, and the threading layer."""
+"""Concurrent fills from Python threads, fills after fork, and the fill threads
+(fastinit/backends/_threads.py)."""
 
 import hashlib
 import multiprocessing
@@ -11,13 +12,12 @@ import threading
 import time
 
 import ml_dtypes
-import numba
 import numpy as np
 import pytest
 
 import fastinit as fi
 from fastinit.backends import cpu as cpu_backend
-from fastinit.kernels.cpu import _config
+from fastinit.backends import _threads
 
 BIG = 1 << 18                     # well past cpu_backend.PARALLEL_MIN: the parallel path
 TIMEOUT = 60.0
@@ -47,38 +47,92 @@ def test_big_is_parallel():
     assert BIG >= 2 * cpu_backend.PARALLEL_MIN
 
 
-def test_threading_layer_is_thread_safe():
-    run_job(JOBS[0])                                   # a parallel fill picks the layer
-    layer = numba.threading_layer()
-    if layer == "tbb":
-        assert _config.THREAD_SAFE
+def test_num_threads_checked_and_restored():
+    before = fi.get_num_threads()
+    assert isinstance(before, int) and before >= 1
+    for bad, err in ((0, ValueError), (-2, ValueError), (True, TypeError), ("2", TypeError),
+                     (2.0, TypeError), (None, TypeError)):
+        with pytest.raises(err, match=r"\bn\b"):
+            fi.set_num_threads(bad)
+        assert fi.get_num_threads() == before
+    assert fi.set_num_threads(np.int64(3)) == before
+    try:
+        assert fi.get_num_threads() == 3
+    finally:
+        assert fi.set_num_threads(before) == 3
+
+
+@pytest.mark.parametrize("value, ok", [("3", True), (" 1 ", True), ("0", False),
+                                       ("two", False), ("", True)])
+def test_num_threads_from_environment(value, ok):
+    script = textwrap.dedent(f"""
+        import numpy as np, fastinit as fi
+        try:
+            fi.uniform(np.empty({BIG}, np.float32), seed=1)
+        except ValueError as exc:
+            print("ValueError", exc)
+        else:
+            print(fi.get_num_threads())
+    """)
+    env = dict(os.environ)
+    env[_threads.ENV] = value
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.strip()
+    if not ok:
+        assert out.startswith("ValueError") and _threads.ENV in out, out
+    elif value.strip():
+        assert out == value.strip()
     else:
-        # no TBB: fastinit must know it, and serialize its parallel launches
-        assert not _config.THREAD_SAFE, layer
+        assert int(out) == len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else int(out) >= 1
 
 
-def test_without_thread_safe_layer_launches_are_serialized(monkeypatch):
-    """Whatever layer this process has, with THREAD_SAFE False every parallel launch
-    runs under KERNEL_LOCK."""
-    held = []
+def test_pool_runs_pieces_at_once():
+    """With k threads, k pieces run concurrently (a barrier of k passes), whatever
+    the number of cores; a piece's exception reaches the caller and the pool
+    still works after it."""
+    before = fi.set_num_threads(4)
+    try:
+        barrier = threading.Barrier(4, timeout=TIMEOUT)
+        seen = set()
 
-    class SpyLock:
-        def __init__(self):
-            self.lock = threading.Lock()
+        def piece(i):
+            seen.add(threading.get_ident())
+            barrier.wait()
 
-        def __enter__(self):
-            self.lock.acquire()
-            held.append(True)
+        _threads.run(piece, 4)
+        assert len(seen) == 4
 
-        def __exit__(self, *exc):
-            self.lock.release()
+        def bad(i):
+            if i == 2:
+                raise KeyError("piece 2")
 
-    monkeypatch.setattr(_config, "THREAD_SAFE", False)
-    monkeypatch.setattr(_config, "KERNEL_LOCK", SpyLock())
-    ref = run_job(JOBS[0])
-    assert held, "a parallel fill ran without KERNEL_LOCK"
-    monkeypatch.undo()
-    assert digest(ref) == digest(run_job(JOBS[0]))
+        with pytest.raises(KeyError, match="piece 2"):
+            _threads.run(bad, 5)
+        done = []
+        _threads.run(done.append, 7)
+        assert sorted(done) == list(range(7))
+    finally:
+        fi.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+@pytest.mark.parametrize("offset", [0, 5, 2 ** 40 - 1])
+def test_cuts_are_tile_aligned_pieces(threads, offset):
+    before = fi.set_num_threads(threads)
+    try:
+        for size in (1, 1000, 2 * 4096 - 1, 2 * 4096, 100_003, 10 ** 6):
+            at = _threads.cuts(size, offset, 2048, 4096)
+            assert at[0] == 0 and at[-1] == size
+            assert all(a < b for a, b in zip(at, at[1:]))
+            assert len(at) - 1 <= max(1, min(threads, size // 4096))
+            assert all((offset + c) % 2048 == 0 for c in at[1:-1])
+            if threads > 1 and size >= 10 ** 5:
+                assert len(at) - 1 == threads            # every thread gets a piece
+    finally:
+        fi.set_num_threads(before)
 
 
 def run_threads(jobs, repeats):
@@ -205,54 +259,6 @@ def test_multiprocessing_fork_after_parallel_fill():
     assert proc.exitcode == 0
 
 
-def test_workqueue_fallback_serializes_threads():
-    """Forced onto Numba's workqueue layer (not thread-safe), fastinit must say so and
-    still give serial bytes from concurrent threads instead of aborting."""
-    script = textwrap.dedent(f"""
-        import hashlib, threading, numpy as np, numba, fastinit as fi
-        from fastinit.kernels.cpu import _config
-        assert not _config.THREAD_SAFE, _config.THREADING_LAYER
-        def fill(seed):
-            return fi.normal(np.empty({BIG}, np.float32), seed=seed)
-        def h(x):
-            return hashlib.sha256(x.tobytes()).hexdigest()
-        serial = [h(fill(s)) for s in range(4)]
-        assert numba.threading_layer() == "workqueue", numba.threading_layer()
-        got = {{}}
-        def work(s):
-            got[s] = [h(fill(s)) for _ in range(3)]
-        ts = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-        for t in ts: t.start()
-        for t in ts: t.join(60)
-        assert not any(t.is_alive() for t in ts)
-        assert all(got[s] == [serial[s]] * 3 for s in range(4)), "bytes differ"
-        print("OK")
-    """)
-    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr[-3000:]
-
-
-def test_explicit_tbb_request_is_honoured():
-    """NUMBA_THREADING_LAYER=tbb asks for the layer fastinit prefers; with TBB installed
-    (it is: this process runs on it) a parallel fill must work and run on TBB."""
-    run_job(JOBS[0])
-    if numba.threading_layer() != "tbb":
-        pytest.skip("TBB is not available here")
-    script = textwrap.dedent(f"""
-        import numpy as np, numba, fastinit as fi
-        from fastinit.kernels.cpu import _config
-        fi.normal(np.empty({BIG}, np.float32), seed=1)
-        print(numba.threading_layer(), _config.THREAD_SAFE)
-    """)
-    env = dict(os.environ, NUMBA_THREADING_LAYER="tbb")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["tbb", "True"]
-
-
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: f"{j[0].__name__}-{np.dtype(j[1]).name}")
 def test_parallel_fill_is_its_serial_pieces(job):
     """One parallel fill == serial fills of its pieces at their offsets, on any thread count."""
@@ -264,9 +270,10 @@ def test_parallel_fill_is_its_serial_pieces(job):
         stop = min(start + piece, BIG)
         fill(parts[start:stop], **params, seed=seed, stream=stream, offset=offset + start)
     assert digest(parts) == digest(whole)
-    threads = numba.get_num_threads()
+    threads = fi.get_num_threads()
     try:
-        numba.set_num_threads(1)
-        assert digest(run_job(job)) == digest(whole)
+        for k in (1, 2, 5):
+            fi.set_num_threads(k)
+            assert digest(run_job(job)) == digest(whole), k
     finally:
-        numba.set_num_threads(threads)
+        fi.set_num_threads(threads)

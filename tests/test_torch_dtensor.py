@@ -312,7 +312,7 @@ def _worker(rank, world, port, names):
 
 def _spawn(world, names, monkeypatch):
     import torch.multiprocessing as mp
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    monkeypatch.setenv("FASTINIT_NUM_THREADS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for attempt in range(3):
         try:

@@ -214,7 +214,7 @@ def test_dtensor_full_matrix_local_block(monkeypatch):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     import torch.multiprocessing as mp
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    monkeypatch.setenv("FASTINIT_NUM_THREADS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for attempt in range(3):
         try:

@@ -4,17 +4,18 @@ A buffer (a NumPy array of any subclass, a torch CPU tensor, or any CPU
 DLPack producer) becomes a :class:`CpuTarget`: a flat, base-class array of
 unsigned integers over the same memory, one per element. The kernels index
 it without bounds checks, so nothing else ever reaches them. Small fills
-run on the calling thread; from ``PARALLEL_MIN`` elements on every core.
+run on the calling thread; a fill of ``PARALLEL_MIN`` elements or more is
+cut into pieces of at least ``PIECE_MIN`` run on every core (``_threads``).
 """
 
 import numpy as np
 
 from .. import _contract, _dlpack
 from ..kernels._abi import DTYPES, KINDS
-from . import FLOAT_LIST, FLOAT_NAMES, Target
+from . import FLOAT_LIST, FLOAT_NAMES, Target, _threads
 
-PARALLEL_MIN = 1 << 17      # below this, one thread (docs/design.md: waking the pool)
-CHUNKS_PER_THREAD = 8       # tiles are dealt out in this many chunks per thread
+PIECE_MIN = 1 << 16         # the smallest piece a thread is woken for (docs/design.md)
+PARALLEL_MIN = 2 * PIECE_MIN   # below this, one thread
 
 
 class CpuTarget(Target):
@@ -132,65 +133,33 @@ def as_target(out, what="out"):
 
 # --- launching -------------------------------------------------------------------------
 _kernels = None
-_config = None
 
 
 def _load():
     """The Numba kernels, imported on the first CPU fill (Numba's setup is not free)."""
-    global _kernels, _config
+    global _kernels
     if _kernels is None:
-        from ..kernels.cpu import _config as config   # picks the threading layer first
         from ..kernels.cpu import fills as cpu
-        _config, _kernels = config, cpu
+        _kernels = cpu
     return _kernels
-
-
-def _thread_safe():
-    """Whether parallel launches may run concurrently.
-
-    If something started Numba's thread pool before fastinit chose TBB, the
-    layer actually running decides; an unsafe one gets the lock.
-    """
-    import numba
-    if not _config.THREAD_SAFE:
-        return False
-    try:
-        layer = numba.threading_layer()
-    except ValueError:                 # no parallel launch yet: ours will be used
-        return True
-    return layer in ("tbb", "omp")
-
-
-def _parallel_chunks():
-    import numba
-    return numba.get_num_threads() * CHUNKS_PER_THREAD
-
-
-def _run_parallel(kernel, *args):
-    """Run a parallel Numba kernel, under the launch lock when the threading
-    layer is not safe for concurrent launches."""
-    if _thread_safe():
-        kernel(*args)
-    else:
-        with _config.KERNEL_LOCK:
-            kernel(*args)
 
 
 def fill(target, kind, seed, stream, offset, params):
     kernels = _load()
     fmt, code = DTYPES[target.name].fmt, KINDS[kind]
-    if target.size < PARALLEL_MIN:
-        kernels.SERIAL_KERNELS[code](
-            target.bits, _contract.ctl_words(seed, stream, offset, fmt, 1, code), params)
+    kernel, bits = kernels.SERIAL_KERNELS[code], target.bits
+    at = _threads.cuts(target.size, offset, kernels.TILE, PIECE_MIN)
+    if len(at) == 2:
+        kernel(bits, _contract.ctl_words(seed, stream, offset, fmt, code), params)
         return
-    ctl = _contract.ctl_words(seed, stream, offset, fmt, _parallel_chunks(), code)
-    _run_parallel(kernels.PARALLEL_KERNELS[code], target.bits, ctl, params)
+    ctls = [_contract.ctl_words(seed, stream, offset + a, fmt, code) for a in at[:-1]]
+    _threads.run(lambda i: kernel(bits[at[i]:at[i + 1]], ctls[i], params), len(ctls))
 
 
 def fill_constant(target, bits):
-    value = target.bits.dtype.type(bits)
-    if target.size < PARALLEL_MIN:
-        target.bits.fill(value)
+    value, flat = target.bits.dtype.type(bits), target.bits
+    at = _threads.cuts(target.size, 0, 1, PIECE_MIN)       # NumPy's fill releases the GIL
+    if len(at) == 2:
+        flat.fill(value)
         return
-    kernels = _load()
-    _run_parallel(kernels.fill_constant, target.bits, value, _parallel_chunks())
+    _threads.run(lambda i: flat[at[i]:at[i + 1]].fill(value), len(at) - 1)

@@ -485,7 +485,7 @@ def fill(target, kind, seed, stream, offset, params):
     if isinstance(target, CudaRowsTarget):
         fill_rows(target, kind, seed, stream, offset, target.row_step, params)
         return
-    ctl = _contract.ctl_words(seed, stream, offset, DTYPES[target.name].fmt, 1, KINDS[kind])
+    ctl = _contract.ctl_words(seed, stream, offset, DTYPES[target.name].fmt, KINDS[kind])
     fill_cuda(kind, target.ptr, target.size, target.name, ctl, params,
               device_id=target.device_id, stream=target.stream)
     if target.sync:
@@ -503,7 +503,7 @@ def fill_rows(target, kind, seed, stream, offset, row_step, params):
     if rows and cols and offset + (rows - 1) * row_step + cols > _contract.U64:
         raise ValueError(f"offset + (rows - 1) * row_step + cols must be at most 2**64, got "
                          f"{offset} + {rows - 1} * {row_step} + {cols}")
-    ctl = _contract.ctl_words(seed, stream, offset, DTYPES[target.name].fmt, 1, KINDS[kind])
+    ctl = _contract.ctl_words(seed, stream, offset, DTYPES[target.name].fmt, KINDS[kind])
     fill_rows_cuda(kind, target.ptr, rows, cols, target.ld, target.name, ctl, row_step, params,
                    device_id=target.device_id, stream=target.stream)
     if target.sync:

@@ -103,11 +103,11 @@ def plot_bench(result, path, *, title=None, dpi=110):
                frameon=False)
     m = result.get("machine", {})
     if title is None:
-        threads = m.get("numba_threads")
+        threads = m.get("fill_threads", m.get("numba_threads"))   # older JSON: numba_threads
         title = "fastinit bench: throughput vs size"
         if m:
             title += (f"\n{m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-                      f"{threads} numba thread{'s' * (threads != 1)}")
+                      f"{threads} fill thread{'s' * (threads != 1)}")
         if cfg.get("repeat"):
             title += f", median of {cfg['repeat']}"
     fig.suptitle(title, fontsize=10)

@@ -1,8 +1,9 @@
 """Compile every CPU kernel ahead of time into the disk cache (for images and CI).
 
-``fastinit warmup`` runs one small fill of every distribution (and the
-constant fill) for every dtype, on one thread and on all of them, so that
-Numba compiles each kernel a fill can use and stores it in its disk cache;
+``fastinit warmup`` runs one small fill of every distribution for every
+dtype, so that Numba compiles each kernel a fill can use (a large fill runs
+the same kernels on several threads; constant fills use no kernel) and
+stores it in its disk cache;
 later processes load them instead of compiling. It prints where the cache
 lives. Exit status 1 when no cache can be written (the kernels would compile
 in memory, in every process); ``NUMBA_CACHE_DIR`` chooses the directory.
@@ -36,7 +37,7 @@ def configure_parser(parser):
                         help="comma-separated dtypes to compile for (default: all: "
                              "%(default)s)")
     parser.add_argument("--jobs", type=int_arg("--jobs", 1),
-                        default=max(1, min(os.cpu_count() or 1, 2 * (len(DRAWS) + 1))),
+                        default=max(1, min(os.cpu_count() or 1, 2 * len(DRAWS))),
                         help="processes compiling at once, this one included "
                              "(default: %(default)s: the number of CPUs, up to the "
                              "number of unit groups)")
@@ -53,24 +54,16 @@ def _dtypes(text, parser):
 
 
 # a unit's estimated compile cost (seconds on the development VM), by kind
-COST = {"truncated_normal": 5.0, "uniform": 3.5, "normal": 3.0, "ones": 0.7}
+COST = {"truncated_normal": 5.0, "uniform": 3.5, "normal": 3.0}
 
 
 def units(dtypes):
     """(group, label, kind, dtype, n) for every kernel a fill of ``dtypes`` can
-    use: each distribution on one thread (a small buffer) and on all threads
-    (a buffer of the CPU backend's parallel size), and the parallel constant
-    fill (kind "ones"). A group is (kind, compute precision): its units share
-    the functions their kernels call, so one process runs it."""
-    from ..backends import cpu
-    out = []
-    for name in DRAWS:
-        for dt in dtypes:
-            for mode, n in (("serial", 8), ("parallel", cpu.PARALLEL_MIN)):
-                out.append(((name, _precision(dt)), f"{name} {dt} {mode}", name, dt, n))
-    out += [(("ones", _precision(dt)), f"constant {dt} parallel", "ones", dt, cpu.PARALLEL_MIN)
-            for dt in dtypes]
-    return out
+    use: one small fill of each distribution and dtype. A group is (kind,
+    compute precision): its units share the functions their kernels call, so
+    one process runs it."""
+    return [((name, _precision(dt)), f"{name} {dt}", name, dt, 8)
+            for name in DRAWS for dt in dtypes]
 
 
 def _precision(dtype):
@@ -103,11 +96,7 @@ def deal(todo, shares, dtypes):
 def run_unit(kind, dtype, n):
     """One fill that compiles (or loads) the kernels of one unit."""
     import fastinit as fi
-    buf = fi.empty((n,), dtype)
-    if kind == "ones":
-        fi.ones(buf)
-    else:
-        getattr(fi, kind)(buf, seed=0)
+    getattr(fi, kind)(fi.empty((n,), dtype), seed=0)
 
 
 def _worker(todo, done):

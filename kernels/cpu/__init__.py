@@ -1,3 +1,3 @@
 """The Numba CPU kernels: ``philox`` (Philox4x32-10 and the transforms, the one
 Numba definition of docs/stream.md), ``fills`` (the fill kernels built on it)
-and ``_config`` (Numba options, the disk-cache locator, the threading layer)."""
+and ``_config`` (Numba options and the disk-cache locator)."""

@@ -3,24 +3,22 @@
 No ``fastmath`` (the contract forbids contraction and reassociation);
 ``error_model="numpy"`` (divisions never raise, so loops vectorize); an on-disk
 cache stamped by :class:`_KernelsLocator` with a digest of every kernel source,
-placed as docs/design.md ("Where the disk cache goes") says; TBB as the
-threading layer, else a lock around parallel launches (``KERNEL_LOCK``);
-cached kernels loaded without Numba's full registry refresh where this Numba
-is one the narrow load was checked against (:class:`KernelCache`).
+placed as docs/design.md ("Where the disk cache goes") says; no
+``parallel=True`` and no threading layer (a large fill runs the kernels on
+Python threads: fastinit/backends/_threads.py); cached kernels loaded
+without Numba's full registry refresh where this Numba is one the narrow
+load was checked against (:class:`KernelCache`).
 Why each: docs/design.md, "The CPU kernels" and "Start-up".
 """
 
 import atexit
 import collections
-import ctypes
 import functools
 import hashlib
 import itertools
 import os
 import shutil
-import site
 import stat
-import sys
 import tempfile
 import threading
 import warnings
@@ -29,7 +27,7 @@ import numba
 from numba.core import caching, entrypoints
 
 _OPTIONS = dict(fastmath=False, nogil=True, error_model="numpy")
-# SERIAL, PARALLEL, INNER and INLINE (the options of every kernel) are built by
+# SERIAL, INNER and INLINE (the options of every kernel) are built by
 # the module's __getattr__ below on first use, once the cache location is known.
 
 
@@ -237,8 +235,7 @@ def _resolvable(name, engine):
 def unresolved_symbols(payload, target_context):
     """The external symbols of a cached kernel's ``payload`` (the tuple Numba
     pickles: library, fndesc, environment, signature, ..., reload_init,
-    environments) that do not resolve, after running its ``reload_init`` (a
-    parallel kernel's starts the thread pool, which registers its symbols).
+    environments) that do not resolve, after running its ``reload_init``.
     Raises on a payload of another shape."""
     from llvmlite import binding as ll
     if not isinstance(payload, tuple) or len(payload) != 9:
@@ -395,9 +392,8 @@ _OPTIONS_LOCK = threading.Lock()
 def __getattr__(name):
     """The Numba options of every kernel.
 
-    ``SERIAL`` and ``PARALLEL``: the entry kernels a fill calls from Python,
-    cached on disk. ``INNER``: a function called only from other kernels,
-    compiled once per signature and linked into its callers (not cached on
+    ``SERIAL``: the entry kernels a fill calls from Python, cached on disk.
+    ``INNER``: a function called only from other kernels, compiled once per signature and linked into its callers (not cached on
     its own: an entry kernel is cached with everything it calls; no Python
     wrapper: see :func:`kernel_only`). ``INLINE``: the same, and LLVM inlines
     it at every call site (``forceinline``: Numba's own ``inline="always"``
@@ -407,7 +403,7 @@ def __getattr__(name):
     Built when the kernel modules first import them (the first fill), so
     that ``import fastinit`` neither touches the disk nor warns.
     """
-    if name not in ("SERIAL", "PARALLEL", "INNER", "INLINE"):
+    if name not in ("SERIAL", "INNER", "INLINE"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     with _OPTIONS_LOCK:
         if "SERIAL" not in globals():
@@ -417,53 +413,5 @@ def __getattr__(name):
                 raise RuntimeError(f"fastinit: setting up Numba's cache failed: {exc!r}") from exc
             serial = dict(cache=cache, **_OPTIONS)
             inner = dict(_OPTIONS, cache=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
-            globals().update(SERIAL=serial, PARALLEL=dict(serial, parallel=True),
-                             INNER=inner, INLINE=dict(inner, forceinline=True))
+            globals().update(SERIAL=serial, INNER=inner, INLINE=dict(inner, forceinline=True))
     return globals()[name]
-
-
-def _load_tbb():
-    """Make the TBB runtime from the ``tbb`` wheel visible to Numba.
-
-    The wheel puts ``libtbb.so.12`` in ``<prefix>/lib``, which the dynamic
-    loader does not search; loading it with RTLD_GLOBAL first lets Numba's
-    ``tbbpool`` extension resolve it.
-    """
-    if sys.platform != "linux":
-        return True  # conda and the macOS/Windows wheels place it on the path
-    names = ("libtbb.so.12",)
-    roots = {sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None) or ""}
-    for root in roots:
-        for name in names:
-            path = os.path.join(root, "lib", name)
-            if os.path.exists(path):
-                try:
-                    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                    return True
-                except OSError:
-                    continue
-    try:
-        ctypes.CDLL("libtbb.so.12", mode=ctypes.RTLD_GLOBAL)
-        return True
-    except OSError:
-        return False
-
-
-def _choose_threading_layer():
-    requested = os.environ.get("NUMBA_THREADING_LAYER", "")
-    if requested not in ("", "default", "tbb", "safe", "threadsafe", "forksafe"):
-        return requested                  # the user chose omp or workqueue
-    if _load_tbb():
-        try:
-            from numba.np.ufunc import tbbpool  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            numba.config.THREADING_LAYER = "tbb"
-            return "tbb"
-    return numba.config.THREADING_LAYER
-
-
-THREADING_LAYER = _choose_threading_layer()
-THREAD_SAFE = THREADING_LAYER in ("tbb", "omp")
-KERNEL_LOCK = threading.Lock()

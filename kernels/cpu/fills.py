@@ -13,12 +13,12 @@ half types, uint64 for float64); ``fmt`` says what the bits mean.
 """
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
-from .._abi import (CTL_CHUNKS, CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0,
+from .._abi import (CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0,
                     CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
-from ._config import INLINE, INNER, PARALLEL, SERIAL, kernel_only, lock_cache_writes
+from ._config import INLINE, INNER, SERIAL, kernel_only, lock_cache_writes
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
                      erfinv_xt_f32, erfinv_xt_f64, f16_bits, f32_bits, f64_bits, k24,
@@ -439,13 +439,14 @@ def _trunc_tile_for(out, ctl, p, vals, words, tile, last):
     return trunc_tile
 
 
-# --- the entry kernels: one per (distribution, serial or parallel) -------------
+# --- the entry kernels: one per distribution ------------------------------------
 # ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
 # float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
 # distribution's parameters in the compute type (float32 or float64). A
-# serial kernel fills ``out`` tile by tile on this thread; a parallel one on
-# every thread, tiles dealt out in ``ctl[CTL_CHUNKS]`` contiguous chunks.
-# Each is a plain top-level function, so Numba caches it on disk.
+# kernel fills ``out`` tile by tile on the calling thread, without the GIL:
+# a large fill runs it on pieces of the buffer, one per thread, each at its
+# own offset (fastinit/backends/_threads.py). Each is a plain top-level
+# function, so Numba caches it on disk.
 @njit(**INLINE)
 def _serial_span(out, ctl):
     """(first tile, number of tiles, last global index) of the fill."""
@@ -453,13 +454,6 @@ def _serial_span(out, ctl):
     last = offset + np.uint64(out.size - 1)
     t_first = offset // TILE_U
     return t_first, np.int64(last // TILE_U - t_first) + 1, last
-
-
-@njit(**INLINE)
-def _parallel_span(out, ctl):
-    """:func:`_serial_span` and the number of chunks."""
-    t_first, ntiles, last = _serial_span(out, ctl)
-    return t_first, ntiles, min(ntiles, np.int64(ctl[CTL_CHUNKS])), last
 
 
 @njit(**SERIAL)
@@ -471,16 +465,6 @@ def uniform_serial(out, ctl, p):
         _uniform_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
 
 
-@njit(**PARALLEL)
-def uniform_parallel(out, ctl, p):
-    t_first, ntiles, nchunks, last = _parallel_span(out, ctl)
-    for c in prange(nchunks):
-        vals = np.empty(2 * TILE, p.dtype)
-        words = np.empty(2 * TILE, np.uint32)
-        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            _uniform_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
-
-
 @njit(**SERIAL)
 def normal_serial(out, ctl, p):
     t_first, ntiles, last = _serial_span(out, ctl)
@@ -488,16 +472,6 @@ def normal_serial(out, ctl, p):
     words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
         _normal_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
-
-
-@njit(**PARALLEL)
-def normal_parallel(out, ctl, p):
-    t_first, ntiles, nchunks, last = _parallel_span(out, ctl)
-    for c in prange(nchunks):
-        vals = np.empty(2 * TILE, p.dtype)
-        words = np.empty(2 * TILE, np.uint32)
-        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            _normal_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
 
 
 @njit(**SERIAL)
@@ -509,37 +483,12 @@ def trunc_serial(out, ctl, p):
         _trunc_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
 
 
-@njit(**PARALLEL)
-def trunc_parallel(out, ctl, p):
-    t_first, ntiles, nchunks, last = _parallel_span(out, ctl)
-    for c in prange(nchunks):
-        vals = np.empty(2 * TILE, p.dtype)
-        words = np.empty(2 * TILE, np.uint32)
-        for t in range(c * ntiles // nchunks, (c + 1) * ntiles // nchunks):
-            _trunc_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
-
-
-# kind code (kernels/_abi.py) -> its serial and parallel kernels
+# kind code (kernels/_abi.py) -> its kernel
 SERIAL_KERNELS = {KIND_UNIFORM: uniform_serial, KIND_NORMAL: normal_serial,
                   KIND_TRUNC: trunc_serial}
-PARALLEL_KERNELS = {KIND_UNIFORM: uniform_parallel, KIND_NORMAL: normal_parallel,
-                    KIND_TRUNC: trunc_parallel}
-
-
-@njit(**PARALLEL)
-def fill_constant(out, v, chunks):
-    """Every element of ``out`` = ``v`` (bits of the same width), in
-    ``chunks`` contiguous pieces spread over the threads: first-touching a
-    fresh buffer from every core is faster than from one."""
-    n = out.size
-    for c in prange(chunks):
-        o = out[c * n // chunks:(c + 1) * n // chunks]
-        for e in range(o.size):
-            o[e] = v
-
 
 # the kernels a fill calls from Python: the only ones cached on disk
-ENTRY_KERNELS = (*SERIAL_KERNELS.values(), *PARALLEL_KERNELS.values(), fill_constant)
+ENTRY_KERNELS = tuple(SERIAL_KERNELS.values())
 
 
 # every kernel's disk-cache writes serialized across processes, and the

@@ -97,8 +97,9 @@ def configure_parser(parser):
                         metavar="LIST", help=f"implementations to compare with, from "
                                              f"{', '.join(PEERS)} (default all installed)")
     parser.add_argument("--threads", type=int_arg("--threads", 1), default=None, metavar="N",
-                        help="Numba threads for the main table (default: numba's current "
-                             "count, normally one per core); peers keep their own defaults")
+                        help="fastinit's fill threads for the main table (default: "
+                             "fastinit.get_num_threads(), normally one per usable core); "
+                             "peers keep their own defaults")
     parser.add_argument("--repeat", type=int_arg("--repeat", 1), default=None, metavar="N",
                         help=f"timed runs per entry after one warm-up; the median is "
                              f"reported (default {DEFAULT_REPEAT}; {QUICK_REPEAT} with --quick)")
@@ -117,12 +118,8 @@ def configure_parser(parser):
 
 def resolve_config(args, parser):
     """The run's settings from parsed ``args``; argument errors go to ``parser.error``."""
-    import numba
-
-    # fastinit picks Numba's threading layer (TBB when it can) on import of its
-    # kernel config; that must happen before anything asks Numba for threads,
-    # or Numba starts its default layer instead
-    import fastinit.kernels.cpu._config  # noqa: F401
+    import fastinit as fi
+    from fastinit.backends._threads import usable_cpus
     quick = bool(args.quick)
     cfg = {
         "sizes": list(args.sizes or (QUICK_SIZES if quick else DEFAULT_SIZES)),
@@ -138,12 +135,12 @@ def resolve_config(args, parser):
         "json": args.json,
         "plot": getattr(args, "plot", None),
     }
-    max_threads = numba.config.NUMBA_NUM_THREADS
+    max_threads = usable_cpus()
     if cfg["threads"] is None:
-        cfg["threads"] = numba.get_num_threads()
+        cfg["threads"] = fi.get_num_threads()
     elif cfg["threads"] > max_threads:
-        parser.error(f"--threads must be between 1 and {max_threads} (Numba's thread pool "
-                     f"size, NUMBA_NUM_THREADS), got {cfg['threads']}")
+        parser.error(f"--threads must be between 1 and {max_threads} (the CPUs this "
+                     f"process may run on), got {cfg['threads']}")
     if cfg["json"] is not None:
         problem = output_problem(cfg["json"])
         if problem:

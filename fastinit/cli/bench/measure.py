@@ -127,20 +127,18 @@ def measure_row(method, dtype, size, fast, peers, repeat, skipped, fillers=None)
 
 
 def measure_scaling(size, repeat, thread_counts):
-    """fastinit uniform float32 at ``size`` with each Numba thread count."""
-    import numba
-
+    """fastinit uniform float32 at ``size`` with each fill thread count."""
     import fastinit as fi
     from fastinit.backends.cpu import PARALLEL_MIN
-    saved = numba.get_num_threads()
+    saved = fi.get_num_threads()
     buf = Buffer(size, "float32")
     arr = buf.array
     items = [(k, lambda: fi.uniform(arr, 0.0, 1.0, seed=SEED),
-              lambda k=k: numba.set_num_threads(k)) for k in thread_counts]
+              lambda k=k: fi.set_num_threads(k)) for k in thread_counts]
     try:
         times = interleave(items, repeat)
     finally:
-        numba.set_num_threads(saved)
+        fi.set_num_threads(saved)
     med = {k: median(times[k]) for k in thread_counts}
     base = med[thread_counts[0]]
     return {"method": "uniform", "dtype": "float32", "size": size,
@@ -213,14 +211,12 @@ def measure_per_call(batches, per_batch, torch_peer):
 def run_bench(cfg, log=None):
     """Measure everything ``cfg`` asks (see :func:`fastinit.cli.bench.resolve_config`);
     a JSON-ready dict."""
-    import numba
-
     import fastinit as fi
-    import fastinit.kernels.cpu._config  # noqa: F401  (before any Numba thread call)
+    from fastinit.backends._threads import usable_cpus
     from fastinit.backends.cpu import PARALLEL_MIN
     started = time.time()
     log = log or (lambda msg: None)
-    saved = numba.get_num_threads()
+    saved = fi.get_num_threads()
     fast = Fastinit()
     fast.version = fast.load()
     peers, unavailable = load_peers(cfg["peers"])
@@ -228,7 +224,7 @@ def run_bench(cfg, log=None):
     torch_peer = next((p for p in fillers if p.name == "torch"), None)
     rows, references, skipped = [], [], []
     try:
-        numba.set_num_threads(cfg["threads"])
+        fi.set_num_threads(cfg["threads"])
         for dtype in cfg["dtypes"]:             # load the kernels: not part of any timing
             fi.uniform(fi.empty(PARALLEL_MIN, dtype), seed=SEED)
         machine = machine_info(cfg["threads"], peers + [f for f in fillers if f not in peers])
@@ -239,18 +235,17 @@ def run_bench(cfg, log=None):
                 for size in cfg["sizes"]:
                     i += 1
                     log(f"[{i}/{total}] {method} {dtype} {fmt_size(size)}")
-                    numba.set_num_threads(cfg["threads"])
+                    fi.set_num_threads(cfg["threads"])
                     r, ref = measure_row(method, dtype, size, fast, peers, cfg["repeat"],
                                          skipped, fillers)
                     rows += r
                     if ref is not None:
                         references.append(ref)
         main_size = max(cfg["sizes"])
-        counts = sorted({k for k in (1, 2, numba.config.NUMBA_NUM_THREADS)
-                         if k <= numba.config.NUMBA_NUM_THREADS})
+        counts = sorted({k for k in (1, 2, usable_cpus()) if k <= usable_cpus()})
         log(f"scaling: threads {counts}")
         scaling = measure_scaling(main_size, cfg["repeat"], counts)
-        numba.set_num_threads(cfg["threads"])
+        fi.set_num_threads(cfg["threads"])
         if cfg["rss_mib"]:
             log(f"peak RSS: {cfg['rss_mib']} MiB buffer in a subprocess")
             rss = measure_rss(cfg["rss_mib"], cfg["threads"])
@@ -259,7 +254,7 @@ def run_bench(cfg, log=None):
         log("per-call overhead")
         per_call = measure_per_call(*cfg["per_call"], torch_peer)
     finally:
-        numba.set_num_threads(saved)
+        fi.set_num_threads(saved)
     return {
         "schema": SCHEMA,
         "config": {k: cfg[k] for k in ("sizes", "dtypes", "methods", "peers", "repeat",

@@ -40,11 +40,11 @@ def format_report(res):
     m, v = res["machine"], res["versions"]
     cfg = res["config"]
     out = []
-    threads = f"{m['numba_threads']} numba thread{'s' * (m['numba_threads'] != 1)}"
+    threads = f"{m['fill_threads']} fill thread{'s' * (m['fill_threads'] != 1)}"
     if "torch_threads" in m:
         threads += f", torch {m['torch_threads']}"
     out.append(f"machine: {m['cpu']} | {m['cores']} cores ({m['usable_cores']} usable) | "
-               f"numba threading layer {m['numba_threading_layer']} | {threads}")
+               f"{threads}")
     have = [f"{k} {v[k]}" for k in ("fastinit", "numpy", "numba", "torch", "jax",
                                     "tensorflow") if v.get(k)]
     out.append(f"versions: python {m['python']}, " + ", ".join(have))

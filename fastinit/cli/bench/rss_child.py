@@ -28,15 +28,12 @@ def reset_peak():
 
 
 def probe(n, threads):
-    import numba
-
     import fastinit as fi
-    import fastinit.kernels.cpu._config  # noqa: F401  (fastinit's threading layer first)
     from fastinit.backends.cpu import PARALLEL_MIN
 
     from .system import rss_now
-    numba.set_num_threads(threads)
-    fi.uniform(fi.empty(PARALLEL_MIN, "float32"), seed=0)   # load the kernel: not part of a fill
+    fi.set_num_threads(threads)
+    fi.uniform(fi.empty(PARALLEL_MIN, "float32"), seed=0)   # load the kernel, start the threads
     buf = fi.empty(n, "float32")
     buf.view("uint32").fill(0)                              # preallocated and resident
     gc.collect()

@@ -54,21 +54,10 @@ def dist_version(name):
 
 
 def machine_info(threads, peers):
-    import numba
-
-    from fastinit.kernels.cpu import _config
-    try:
-        layer = numba.threading_layer()
-    except ValueError:                          # no parallel kernel has run yet
-        layer = _config.THREADING_LAYER
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
+    from fastinit.backends._threads import usable_cpus
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable_cpus(),
             "machine": platform.machine(), "platform": platform.platform(),
-            "python": platform.python_version(), "numba_threading_layer": layer,
-            "numba_threads": threads, "numba_max_threads": numba.config.NUMBA_NUM_THREADS}
+            "python": platform.python_version(), "fill_threads": threads}
     for p in peers:
         if p.name == "torch":
             info["torch_threads"] = p.threads()
