@@ -6,13 +6,13 @@ costs included, and is printed beside its goal (issue 13):
 - imports: ``import fastinit`` over ``import numpy``, and ``import
   fastinit.torch`` over ``import torch`` (timed inside the process);
 - first fill with a warm kernel cache (the kernels loaded from disk, Numba
-  imported, the thread pool started): a small buffer (the serial kernel)
-  and a large one (the parallel kernel), against a later fill of the same,
+  imported, the fill threads started): a small buffer (one thread) and a
+  large one (the same kernel on every thread), against a later fill of the same,
   how the kernels were loaded (``_config.LOADS``: narrow, full, miss) and
   the floor no change of fastinit's can remove, ``import numba``;
 - cold compile: the first fill of each (distribution, dtype) with an empty
-  ``NUMBA_CACHE_DIR`` (the serial kernel; --cold-parallel adds the parallel
-  one), beside what Numba costs alone (its import and one trivial compile),
+  ``NUMBA_CACHE_DIR`` (a small buffer; --cold-parallel adds a large one,
+  filled on every thread), beside what Numba costs alone (its import and one trivial compile),
   and ``fastinit warmup`` (every kernel) into an empty cache, then
   again into the full one; the process's CPU seconds are shown too, since
   on a loaded machine the wall clock says more about the neighbours;
@@ -183,8 +183,8 @@ def bench_first_fill(args, table):
     _child(FIRST_FILL, 1 << 22)
     print(f"first fill, warm kernel cache (fastinit.normal, float32; fresh processes, "
           f"median of {args.repeat}; {load()})")
-    for n, label in ((4096, "4096 elements (serial kernel)"),
-                     (1 << 22, "2^22 elements (parallel kernel)")):
+    for n, label in ((4096, "4096 elements (one thread)"),
+                     (1 << 22, "2^22 elements (every thread)")):
         res = [_child(FIRST_FILL, n)[0] for _ in range(args.repeat)]
         table.add(f"first fill, {label}", [r["first"] for r in res], "<= 0.25 s",
                   lambda m: m <= 0.25, fmt="{:.3f}")
@@ -211,7 +211,8 @@ def bench_cold(args, table):
     floor = [_child(NUMBA_FLOOR)[0] for _ in range(args.repeat)]
     table.add("Numba alone: import numpy + numba, one trivial compile", [r["wall"] for r in floor])
     table.add("  the same, CPU seconds", [r["cpu"] for r in floor])
-    modes = [("serial", 1024)] + ([("parallel", 1 << 18)] if args.cold_parallel else [])
+    modes = [("1024", 1024)] + ([("2^18, every thread", 1 << 18)] if args.cold_parallel
+                                else [])
     for mode, n in modes:
         for dtype in args.cold_dtypes:
             for dist in DISTS:
@@ -275,7 +276,8 @@ def main(argv=None):
                    help="fresh processes (each with an empty cache) per cold figure")
     p.add_argument("--cold-dtypes", default=",".join(DTYPES))
     p.add_argument("--cold-parallel", action="store_true",
-                   help="also the first parallel-size fill of each (distribution, dtype)")
+                   help="also the first large fill (2^18 elements, on every thread) of "
+                        "each (distribution, dtype)")
     p.add_argument("--params", type=float, default=1.1e9, help="model size to materialize")
     args = p.parse_args(argv)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]

@@ -298,7 +298,7 @@ def test_a_failing_cache_setup_is_not_masked_as_an_import_error(monkeypatch):
     # __getattr__ into "cannot import name", losing the cause
     def broken():
         raise AttributeError("module 'numba.core.caching' has no attribute 'AppDirs'")
-    for name in ("SERIAL", "PARALLEL", "INLINE"):
+    for name in ("SERIAL", "INNER", "INLINE"):
         monkeypatch.delattr(_config, name)
     monkeypatch.setattr(_config, "_disk_cache", broken)
     with pytest.raises(RuntimeError, match="AppDirs"):

@@ -118,6 +118,35 @@ def test_pool_runs_pieces_at_once():
         fi.set_num_threads(before)
 
 
+def test_interrupt_stops_the_pieces():
+    """A KeyboardInterrupt in the caller's thread starts no more pieces, and when it
+    leaves ``run`` no piece is still running (none writes into the buffer after)."""
+    before = fi.set_num_threads(2)
+    main = threading.main_thread()
+    running, done, lock = [0], [], threading.Lock()
+
+    def piece(i):
+        with lock:
+            running[0] += 1
+        time.sleep(0.005)
+        with lock:
+            running[0] -= 1
+        if threading.current_thread() is main:
+            raise KeyboardInterrupt
+        done.append(i)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _threads.run(piece, 200)
+        assert running[0] == 0
+        count = len(done)
+        assert count < 50
+        time.sleep(0.05)
+        assert len(done) == count and running[0] == 0
+    finally:
+        fi.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 7])
 @pytest.mark.parametrize("offset", [0, 5, 2 ** 40 - 1])
 def test_cuts_are_tile_aligned_pieces(threads, offset):

@@ -18,7 +18,6 @@ else the CPUs this process may run on; :func:`set_num_threads` changes it
 for the whole process.
 """
 
-import itertools
 import operator
 import os
 import queue
@@ -81,29 +80,45 @@ def set_num_threads(n):
 class _Job:
     """``run(i)`` for i in range(n), taken one at a time by whichever threads come."""
 
-    __slots__ = ("run", "n", "_next", "_left", "_lock", "_done", "error")
+    __slots__ = ("run", "n", "_taken", "_active", "_left", "_lock", "_done", "error",
+                 "cancelled")
 
     def __init__(self, run, n):
         self.run, self.n = run, n
-        self._next = itertools.count()      # its next() is atomic under the GIL
+        self._taken = self._active = 0
         self._left = n
         self._lock = threading.Lock()
         self._done = threading.Event()
         self.error = None
+        self.cancelled = False
 
     def work(self):
-        for i in self._next:
-            if i >= self.n:
-                return
+        while True:
+            with self._lock:
+                if self.cancelled or self._taken >= self.n:
+                    return
+                i = self._taken
+                self._taken += 1
+                self._active += 1
             try:
                 self.run(i)
             except BaseException as exc:    # raised again in the caller's thread
                 if self.error is None:
                     self.error = exc
+                if not isinstance(exc, Exception):      # KeyboardInterrupt: stop
+                    self.cancelled = True
             with self._lock:
+                self._active -= 1
                 self._left -= 1
-                if not self._left:
+                if not self._left or (self.cancelled and not self._active):
                     self._done.set()
+
+    def cancel(self):
+        """Start no more pieces; :meth:`wait` then returns once the running ones end."""
+        with self._lock:
+            self.cancelled = True
+            if not self._active:
+                self._done.set()
 
     def wait(self):
         self._done.wait()
@@ -142,8 +157,9 @@ if hasattr(os, "register_at_fork"):
 
 def run(fn, n):
     """``fn(i)`` for every i in range(n), on up to :func:`get_num_threads`
-    threads (this one included); returns when all are done. ``fn`` must be
-    safe to run concurrently for different i."""
+    threads (this one included); returns when all are done, and raises the
+    first exception a call raised. ``fn`` must be safe to run concurrently
+    for different i."""
     threads = min(get_num_threads(), n)
     if threads <= 1:
         for i in range(n):
@@ -153,8 +169,15 @@ def run(fn, n):
     jobs = _jobs_queue(threads - 1)
     for _ in range(threads - 1):
         jobs.put(job)
-    job.work()
-    job.wait()
+    try:
+        job.work()
+        job.wait()
+    except BaseException:
+        # interrupted (KeyboardInterrupt): no piece starts any more, and none
+        # still writes into the buffer when the exception leaves this call
+        job.cancel()
+        job.wait()
+        raise
     if job.error is not None:
         raise job.error
 
