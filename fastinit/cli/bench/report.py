@@ -124,7 +124,7 @@ def _overheads_report(res):
                      for r in sc["runs"])
     speed = ", ".join(f"{r['speedup_vs_1']:.2f}x with {r['threads']}"
                       for r in sc["runs"] if r["threads"] != 1)
-    line = f"  numba threads, size {fmt_size(sc['size'])}: {runs}"
+    line = f"  fill threads, size {fmt_size(sc['size'])}: {runs}"
     if speed:
         line += f"; speedup over 1 thread: {speed}"
     out.append(line)

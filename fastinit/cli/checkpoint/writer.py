@@ -38,15 +38,15 @@ class WriteReport:
 
 
 def _load_kernels(spec):
-    """Run the serial and the parallel kernel of every dtype the spec draws once, on
-    scratch buffers, before the output file exists: Numba loads a kernel on its first
-    call, and a Ctrl-C that lands inside Numba's loader can be swallowed (a ctypes
-    callback) or end the process by SIGINT; this way it never finds a file open."""
+    """Run the kernel of every dtype the spec draws once, on a scratch buffer large
+    enough to start the fill threads, before the output file exists: Numba loads a
+    kernel on its first call, and a Ctrl-C that lands inside Numba's loader can be
+    swallowed (a ctypes callback) or end the process by SIGINT; this way it never
+    finds a file open."""
     from ...backends.cpu import PARALLEL_MIN       # backends load on first use
     for dt in sorted({t.dtype for t in spec.tensors
                       if t.init not in CONSTANT_RULES and t.numel}):
-        for n in (1, PARALLEL_MIN):
-            uniform(empty(n, dt), seed=0)
+        uniform(empty(PARALLEL_MIN, dt), seed=0)
 
 
 def write_checkpoint(spec, path, seed, *, chunk_bytes=DEFAULT_CHUNK_BYTES, progress=False,
