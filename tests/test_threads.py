@@ -71,6 +71,9 @@ def test_num_threads_from_environment(value, ok):
             fi.uniform(np.empty({BIG}, np.float32), seed=1)
         except ValueError as exc:
             print("ValueError", exc)
+            assert fi.set_num_threads(2) is None          # an explicit count overrides it
+            fi.uniform(np.empty({BIG}, np.float32), seed=1)
+            assert fi.get_num_threads() == 2
         else:
             print(fi.get_num_threads())
     """)
@@ -89,22 +92,30 @@ def test_num_threads_from_environment(value, ok):
             else int(out) >= 1
 
 
-def test_pool_runs_pieces_at_once():
-    """With k threads, k pieces run concurrently (a barrier of k passes), whatever
-    the number of cores; a piece's exception reaches the caller and the pool
-    still works after it."""
-    before = fi.set_num_threads(4)
+def pieces_at_once(k):
+    """``_threads.run`` runs k pieces concurrently (a barrier of k passes)."""
+    before = fi.set_num_threads(k)
     try:
-        barrier = threading.Barrier(4, timeout=TIMEOUT)
+        barrier = threading.Barrier(k, timeout=TIMEOUT / 4)
         seen = set()
 
         def piece(i):
             seen.add(threading.get_ident())
             barrier.wait()
 
-        _threads.run(piece, 4)
-        assert len(seen) == 4
+        _threads.run(piece, k)
+        assert len(seen) == k
+    finally:
+        fi.set_num_threads(before)
 
+
+def test_pool_runs_pieces_at_once():
+    """With k threads, k pieces run concurrently (a barrier of k passes), whatever
+    the number of cores; a piece's exception reaches the caller and the pool
+    still works after it."""
+    pieces_at_once(4)
+    before = fi.set_num_threads(4)
+    try:
         def bad(i):
             if i == 2:
                 raise KeyError("piece 2")
@@ -245,6 +256,7 @@ def test_fork_after_parallel_fill():
         code = 1
         try:
             os.close(read_fd)
+            pieces_at_once(2)          # the child has threads of its own, not the parent's
             got = " ".join(digest(run_job(job)) for job in JOBS)
             os.write(write_fd, got.encode())
             code = 0

@@ -69,9 +69,14 @@ def get_num_threads():
 
 def set_num_threads(n):
     """Run large CPU fills on ``n`` threads (the calling one included), for
-    the whole process. Returns the previous count. Values do not depend on it."""
+    the whole process. Returns the previous count (None where it came from
+    an invalid ``FASTINIT_NUM_THREADS``, which this call overrides). Values
+    do not depend on it."""
     n = _check_count(n, "n")
-    previous = get_num_threads()
+    try:
+        previous = get_num_threads()
+    except ValueError:
+        previous = None
     global _count
     _count = n
     return previous
