@@ -75,7 +75,7 @@ def fill_runs(kind, args, rows, index, run, offsets, *, seed, stream):
     bits = rows.view(spec.bits)
     code = KINDS[_KERNEL_KIND[kind]]
     ctl = C.ctl_words(seed, stream, 0, spec.fmt, code)
-    kernel = kernels.SERIAL_KERNELS[code]                 # chosen once, not per run
+    kernel = kernels.KERNELS[code, spec.compute]          # chosen once, not per run
     for i in range(1, n):
         ctl[CTL_OFFSET] = offsets[i]
         kernel(bits[index[i], :run], ctl, params)

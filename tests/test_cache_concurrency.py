@@ -24,7 +24,7 @@ import fastinit as fi
 from fastinit.kernels.cpu import fills
 a = np.empty(int(sys.argv[1]), np.float16)
 fi.normal(a, float(sys.argv[3]), float(sys.argv[4]), seed=int(sys.argv[2]))
-s = fills.normal_serial.stats
+s = fills.normal32.stats
 print(json.dumps(dict(bits=a.tobytes().hex(), hits=sum(s.cache_hits.values()),
                       misses=sum(s.cache_misses.values()), path=s.cache_path)))
 """

@@ -68,8 +68,8 @@ if not cfg["fill"]:
 a = np.empty(cfg["n"], np.float64)
 fi.uniform(a, -2.0, 3.0, seed=cfg["seed"])
 from fastinit.kernels.cpu import fills as cpu
-stats = cpu.uniform_serial.stats
-impl = getattr(cpu.uniform_serial._cache, "_impl", None)
+stats = cpu.uniform64.stats
+impl = getattr(cpu.uniform64._cache, "_impl", None)
 loc = impl._locator if impl is not None else None
 print(json.dumps(dict(
     kernels_dir=_config.KERNELS_DIR,

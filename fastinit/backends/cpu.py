@@ -146,13 +146,14 @@ def _load():
 
 def fill(target, kind, seed, stream, offset, params):
     kernels = _load()
-    fmt, code = DTYPES[target.name].fmt, KINDS[kind]
-    kernel, bits = kernels.SERIAL_KERNELS[code], target.bits
+    code = KINDS[kind]
+    spec = DTYPES[target.name]
+    kernel, bits = kernels.KERNELS[code, spec.compute], target.bits
     at = _threads.cuts(target.size, offset, kernels.TILE, PIECE_MIN)
     if len(at) == 2:
-        kernel(bits, _contract.ctl_words(seed, stream, offset, fmt, code), params)
+        kernel(bits, _contract.ctl_words(seed, stream, offset, spec.fmt, code), params)
         return
-    ctls = [_contract.ctl_words(seed, stream, offset + a, fmt, code) for a in at[:-1]]
+    ctls = [_contract.ctl_words(seed, stream, offset + a, spec.fmt, code) for a in at[:-1]]
     _threads.run(lambda i: kernel(bits[at[i]:at[i + 1]], ctls[i], params), len(ctls))
 
 

@@ -13,8 +13,7 @@ half types, uint64 for float64); ``fmt`` says what the bits mean.
 """
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from numba import njit
 
 from .._abi import (CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0,
                     CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
@@ -356,10 +355,20 @@ def store64(out, fmt, dst, vals, src, count):
 
 
 
-# --- one tile of one distribution, by precision --------------------------------
-# One entry kernel per distribution (below): a fill compiles only the
-# distribution it draws. The precision is chosen when the kernel is typed, by
-# the parameters' dtype.
+# --- the entry kernels: one per (distribution, compute precision) ---------------
+# ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
+# float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
+# distribution's parameters in the compute type (float32 for float32,
+# bfloat16 and float16; float64). A kernel fills ``out`` tile by tile on the
+# calling thread, without the GIL: a large fill runs it on pieces of the
+# buffer, one per thread, each at its own offset
+# (fastinit/backends/_threads.py). A first fill compiles only the kernel of
+# the distribution and precision it draws. Each is a plain top-level
+# function calling its tile and store functions directly (no dispatch by
+# type: an overload that picked the precision, inlined by Numba, cost about
+# a second of every cold compile: docs/design.md), so Numba caches it on disk.
+# ``vals``: TILE values, then TILE more as scratch; ``words``: 2 TILE uint32,
+# a tile's Philox words (two per element at 64 bits), where the tile uses them.
 @njit(**INLINE)
 def _tile_span(ctl, tile, last, pb):
     """The blocks of ``tile`` the fill needs, and where their values go."""
@@ -373,82 +382,8 @@ def _tile_span(ctl, tile, last, pb):
     return fb, nb, np.int64(g_lo - offset), np.int64(g_lo - fb * pb), np.int64(g_hi - g_lo) + 1
 
 
-def _uniform_tile(out, ctl, p, vals, words, tile, last):
-    """Compute one tile of a uniform fill and store its part (chosen by precision).
-
-    ``vals`` (TILE values, then TILE more as scratch) and ``words`` (2 TILE
-    uint32: a tile's Philox words, two per element at 64 bits) belong to the
-    calling thread. :func:`_normal_tile` and :func:`_trunc_tile` are the same
-    for their distributions."""
-
-
-def _normal_tile(out, ctl, p, vals, words, tile, last):
-    """See :func:`_uniform_tile`."""
-
-
-def _trunc_tile(out, ctl, p, vals, words, tile, last):
-    """See :func:`_uniform_tile`."""
-
-
-@overload(_uniform_tile, inline="always")
-def _uniform_tile_for(out, ctl, p, vals, words, tile, last):
-    if p.dtype == types.float64:
-        def uniform_tile(out, ctl, p, vals, words, tile, last):
-            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
-            tile_uniform64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
-                           ctl[CTL_S1], p)
-            store64(out, ctl[CTL_FMT], dst, vals, src, count)
-    else:
-        def uniform_tile(out, ctl, p, vals, words, tile, last):
-            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-            tile_uniform32(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
-            store32(out, ctl[CTL_FMT], dst, vals, src, count)
-    return uniform_tile
-
-
-@overload(_normal_tile, inline="always")
-def _normal_tile_for(out, ctl, p, vals, words, tile, last):
-    if p.dtype == types.float64:
-        def normal_tile(out, ctl, p, vals, words, tile, last):
-            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
-            tile_normal64(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
-            store64(out, ctl[CTL_FMT], dst, vals, src, count)
-    else:
-        def normal_tile(out, ctl, p, vals, words, tile, last):
-            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-            tile_normal32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
-                          ctl[CTL_S1], p)
-            store32(out, ctl[CTL_FMT], dst, vals, src, count)
-    return normal_tile
-
-
-@overload(_trunc_tile, inline="always")
-def _trunc_tile_for(out, ctl, p, vals, words, tile, last):
-    if p.dtype == types.float64:
-        def trunc_tile(out, ctl, p, vals, words, tile, last):
-            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(2))
-            tile_trunc64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
-                         ctl[CTL_S1], p)
-            store64(out, ctl[CTL_FMT], dst, vals, src, count)
-    else:
-        def trunc_tile(out, ctl, p, vals, words, tile, last):
-            fb, nb, dst, src, count = _tile_span(ctl, tile, last, np.uint64(4))
-            tile_trunc32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
-                         ctl[CTL_S1], p)
-            store32(out, ctl[CTL_FMT], dst, vals, src, count)
-    return trunc_tile
-
-
-# --- the entry kernels: one per distribution ------------------------------------
-# ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
-# float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
-# distribution's parameters in the compute type (float32 or float64). A
-# kernel fills ``out`` tile by tile on the calling thread, without the GIL:
-# a large fill runs it on pieces of the buffer, one per thread, each at its
-# own offset (fastinit/backends/_threads.py). Each is a plain top-level
-# function, so Numba caches it on disk.
 @njit(**INLINE)
-def _serial_span(out, ctl):
+def _span(out, ctl):
     """(first tile, number of tiles, last global index) of the fill."""
     offset = ctl[CTL_OFFSET]
     last = offset + np.uint64(out.size - 1)
@@ -457,38 +392,80 @@ def _serial_span(out, ctl):
 
 
 @njit(**SERIAL)
-def uniform_serial(out, ctl, p):
-    t_first, ntiles, last = _serial_span(out, ctl)
-    vals = np.empty(2 * TILE, p.dtype)
-    words = np.empty(2 * TILE, np.uint32)
+def uniform32(out, ctl, p):
+    t_first, ntiles, last = _span(out, ctl)
+    vals = np.empty(2 * TILE, np.float32)
     for t in range(ntiles):
-        _uniform_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+        fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(4))
+        tile_uniform32(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+        store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
 @njit(**SERIAL)
-def normal_serial(out, ctl, p):
-    t_first, ntiles, last = _serial_span(out, ctl)
-    vals = np.empty(2 * TILE, p.dtype)
+def uniform64(out, ctl, p):
+    t_first, ntiles, last = _span(out, ctl)
+    vals = np.empty(2 * TILE, np.float64)
     words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
-        _normal_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+        fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(2))
+        tile_uniform64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                       ctl[CTL_S1], p)
+        store64(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
 @njit(**SERIAL)
-def trunc_serial(out, ctl, p):
-    t_first, ntiles, last = _serial_span(out, ctl)
-    vals = np.empty(2 * TILE, p.dtype)
+def normal32(out, ctl, p):
+    t_first, ntiles, last = _span(out, ctl)
+    vals = np.empty(2 * TILE, np.float32)
     words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
-        _trunc_tile(out, ctl, p, vals, words, t_first + np.uint64(t), last)
+        fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(4))
+        tile_normal32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                      ctl[CTL_S1], p)
+        store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-# kind code (kernels/_abi.py) -> its kernel
-SERIAL_KERNELS = {KIND_UNIFORM: uniform_serial, KIND_NORMAL: normal_serial,
-                  KIND_TRUNC: trunc_serial}
+@njit(**SERIAL)
+def normal64(out, ctl, p):
+    t_first, ntiles, last = _span(out, ctl)
+    vals = np.empty(2 * TILE, np.float64)
+    for t in range(ntiles):
+        fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(2))
+        tile_normal64(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
+        store64(out, ctl[CTL_FMT], dst, vals, src, count)
+
+
+@njit(**SERIAL)
+def trunc32(out, ctl, p):
+    t_first, ntiles, last = _span(out, ctl)
+    vals = np.empty(2 * TILE, np.float32)
+    words = np.empty(2 * TILE, np.uint32)
+    for t in range(ntiles):
+        fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(4))
+        tile_trunc32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                     ctl[CTL_S1], p)
+        store32(out, ctl[CTL_FMT], dst, vals, src, count)
+
+
+@njit(**SERIAL)
+def trunc64(out, ctl, p):
+    t_first, ntiles, last = _span(out, ctl)
+    vals = np.empty(2 * TILE, np.float64)
+    words = np.empty(2 * TILE, np.uint32)
+    for t in range(ntiles):
+        fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(2))
+        tile_trunc64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
+                     ctl[CTL_S1], p)
+        store64(out, ctl[CTL_FMT], dst, vals, src, count)
+
+
+# (kind code (kernels/_abi.py), compute precision) -> its kernel
+KERNELS = {(KIND_UNIFORM, "float32"): uniform32, (KIND_UNIFORM, "float64"): uniform64,
+           (KIND_NORMAL, "float32"): normal32, (KIND_NORMAL, "float64"): normal64,
+           (KIND_TRUNC, "float32"): trunc32, (KIND_TRUNC, "float64"): trunc64}
 
 # the kernels a fill calls from Python: the only ones cached on disk
-ENTRY_KERNELS = tuple(SERIAL_KERNELS.values())
+ENTRY_KERNELS = tuple(KERNELS.values())
 
 
 # every kernel's disk-cache writes serialized across processes, and the
