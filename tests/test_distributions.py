@@ -181,20 +181,26 @@ def test_constant(dtype, value, poisoned):
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=ids)
 def test_large_constant_runs_on_every_thread_and_stays_in_bounds(dtype):
-    """From 2^17 elements the fill runs as a parallel kernel: every element
-    of the view is set, in 8 chunks per thread, and nothing beyond it."""
+    """From 2^17 elements the fill runs in pieces on every thread: every element
+    of the view is set, and nothing beyond it, on 1, 2 and 3 threads."""
     from fastinit.backends.cpu import PARALLEL_MIN
-    n = PARALLEL_MIN * 3 + 7                      # chunks of unequal length
+    n = PARALLEL_MIN * 3 + 7                      # pieces of unequal length
     item = np.dtype(dtype).itemsize
-    raw = np.full((n + 40) * item, 0xA5, np.uint8)
-    whole = raw.view(dtype)
-    view = whole[17:17 + n]
-    assert fi.constant(view, -2.5) is view
-    assert np.array_equal(bits(view), bits(expected_constant((n,), -2.5, dtype)))
-    assert (raw[:17 * item] == 0xA5).all() and (raw[(17 + n) * item:] == 0xA5).all()
-    grid = np.full((600, 300), 7, dtype)                 # 2-D, above the threshold too
-    fi.constant(grid, 0.75)
-    assert np.array_equal(bits(grid), bits(expected_constant((600, 300), 0.75, dtype)))
+    before = fi.get_num_threads()
+    try:
+        for k in (1, 2, 3):
+            fi.set_num_threads(k)
+            raw = np.full((n + 40) * item, 0xA5, np.uint8)
+            whole = raw.view(dtype)
+            view = whole[17:17 + n]
+            assert fi.constant(view, -2.5) is view
+            assert np.array_equal(bits(view), bits(expected_constant((n,), -2.5, dtype)))
+            assert (raw[:17 * item] == 0xA5).all() and (raw[(17 + n) * item:] == 0xA5).all()
+            grid = np.full((600, 300), 7, dtype)         # 2-D, above the threshold too
+            fi.constant(grid, 0.75)
+            assert np.array_equal(bits(grid), bits(expected_constant((600, 300), 0.75, dtype)))
+    finally:
+        fi.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=ids)
