@@ -393,10 +393,11 @@ def __getattr__(name):
     """The Numba options of every kernel.
 
     ``SERIAL``: the entry kernels a fill calls from Python, cached on disk.
-    ``INNER``: a function called only from other kernels, compiled once per signature and linked into its callers (not cached on
-    its own: an entry kernel is cached with everything it calls; no Python
-    wrapper: see :func:`kernel_only`). ``INLINE``: the same, and LLVM inlines
-    it at every call site (``forceinline``: Numba's own ``inline="always"``
+    ``INNER``: a function called only from other kernels, compiled once per
+    signature and linked into its callers (not cached on its own: an entry
+    kernel is cached with everything it calls; no Python wrapper: see
+    :func:`kernel_only`). ``INLINE``: the same, and LLVM inlines it at every
+    call site (``forceinline``: Numba's own ``inline="always"``
     copies and retypes the function's IR at every site, which made a cold
     compile take twice as long: docs/design.md).
 
