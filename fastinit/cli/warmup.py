@@ -62,12 +62,9 @@ def units(dtypes):
     use: one small fill of each distribution and dtype. A group is (kind,
     compute precision): its units share the functions their kernels call, so
     one process runs it."""
-    return [((name, _precision(dt)), f"{name} {dt}", name, dt, 8)
+    from ..kernels._abi import DTYPES as SPECS
+    return [((name, SPECS[dt].compute), f"{name} {dt}", name, dt, 8)
             for name in DRAWS for dt in dtypes]
-
-
-def _precision(dtype):
-    return "float64" if dtype == "float64" else "float32"
 
 
 def _cost(unit, dtypes):

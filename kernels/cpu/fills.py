@@ -365,8 +365,8 @@ def store64(out, fmt, dst, vals, src, count):
 # (fastinit/backends/_threads.py). A first fill compiles only the kernel of
 # the distribution and precision it draws. Each is a plain top-level
 # function calling its tile and store functions directly (no dispatch by
-# type: an overload that picked the precision, inlined by Numba, cost about
-# a second of every cold compile: docs/design.md), so Numba caches it on disk.
+# type: an overload that picked the precision, inlined by Numba, made cold
+# compiles slower: docs/design.md), so Numba caches it on disk.
 # ``vals``: TILE values, then TILE more as scratch; ``words``: 2 TILE uint32,
 # a tile's Philox words (two per element at 64 bits), where the tile uses them.
 @njit(**INLINE)

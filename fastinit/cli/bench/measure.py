@@ -242,7 +242,8 @@ def run_bench(cfg, log=None):
                     if ref is not None:
                         references.append(ref)
         main_size = max(cfg["sizes"])
-        counts = sorted({k for k in (1, 2, usable_cpus()) if k <= usable_cpus()})
+        cpus = usable_cpus()
+        counts = sorted({k for k in (1, 2, cpus) if k <= cpus})
         log(f"scaling: threads {counts}")
         scaling = measure_scaling(main_size, cfg["repeat"], counts)
         fi.set_num_threads(cfg["threads"])
