@@ -71,11 +71,11 @@ def fill_runs(kind, args, rows, index, run, offsets, *, seed, stream):
     compute = np.float64 if spec.compute == "float64" else np.float32
     params = _params(kind, args, compute)
     C.check_range(int(np.max(offsets)), run)
-    from .kernels.cpu import fills as kernels
+    from .backends import cpu
     bits = rows.view(spec.bits)
     code = KINDS[_KERNEL_KIND[kind]]
     ctl = C.ctl_words(seed, stream, 0, spec.fmt, code)
-    kernel = kernels.KERNELS[code, spec.compute]          # chosen once, not per run
+    kernel = cpu.kernel(_KERNEL_KIND[kind], rows.dtype.name)   # chosen once, not per run
     for i in range(1, n):
         ctl[CTL_OFFSET] = offsets[i]
         kernel(bits[index[i], :run], ctl, params)

@@ -49,6 +49,20 @@ DTYPES = {
 CTL_OFFSET, CTL_K0, CTL_K1, CTL_S0, CTL_S1, CTL_FMT, CTL_KIND = range(7)
 CTL_WORDS = 7
 
+# --- CPU entry points ------------------------------------------------------------------
+TILE = 2048                 # elements per tile of the CPU kernels: a multiple of 4
+CPU_SCRATCH = 2 * TILE      # elements of each scratch array an entry point is handed
+
+# one C entry point per (kind, compute precision, stored bits): kernels/cpu/entry.py
+CPU_ENTRIES = tuple(sorted({(kind, spec.compute, spec.bits)
+                            for kind in KINDS for spec in DTYPES.values()}))
+
+
+def cpu_entry_name(kind, compute, bits):
+    """The symbol of the CPU C entry point for (``kind``, ``compute``, ``bits``)."""
+    return f"fastinit_cpu_{kind}_{compute}_{bits}"
+
+
 # --- CUDA -----------------------------------------------------------------------------
 CUDA_THREADS = 256          # threads per block: FILL_THREADS in cuda/fill.cu
 

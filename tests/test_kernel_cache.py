@@ -1,105 +1,220 @@
-"""The Numba disk cache of fastinit.kernels follows every kernel source file.
+"""The CPU kernels' disk cache (fastinit/backends/_native.py) follows every kernel source.
 
-The kernels of cpu.py inline philox.py, but Numba checks a cached kernel
-only against its own file's stamp: without the package's locator, an edit
-to philox.py alone would keep serving kernels built from the old transforms.
+An entry point's object code is cached under a key of the kernel sources'
+digest, llvmlite's version and the CPU; a file that does not match the key or
+its own checksum is compiled again and replaced. A later process links the
+cached code without importing Numba, and fills the same bytes.
 """
 
+import hashlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from numba.core.caching import NullCache
 from numba.core.dispatcher import Dispatcher
 
 import fastinit as fi
-from fastinit.kernels.cpu import _config
+from fastinit import _contract as C
+from fastinit.backends import _native
+from fastinit.backends import cpu as cpu_backend
+from fastinit.kernels._abi import CPU_ENTRIES, CPU_SCRATCH, DTYPES, KINDS, TILE, cpu_entry_name
 from fastinit.kernels.cpu import fills as cpu
 
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled():
     for dt in ("float32", "float64"):
-        fi.uniform(fi.empty(8, dt), seed=1)
-        fi.uniform(fi.empty(1 << 18, dt), seed=1)
+        for draw in (fi.uniform, fi.normal, fi.truncated_normal):
+            draw(fi.empty(8, dt), seed=1)
 
 
-@pytest.mark.parametrize("kernel", [cpu.uniform32, cpu.uniform64, cpu.normal64, cpu.trunc32])
-def test_every_kernel_uses_the_package_locator(kernel):
-    loc = kernel._cache._impl._locator
-    assert isinstance(loc, _config._KernelsLocator)
-    # the cache stays where Numba's own choice put it
-    assert os.path.isdir(loc.get_cache_path())
-    own, digest = loc.get_source_stamp()
-    assert own == loc._inner.get_source_stamp()
-    assert digest == _config.sources_digest()
+def _sha(a):
+    return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
 
 
-def test_functions_outside_the_package_keep_numba_locators(tmp_path):
-    src = tmp_path / "mod.py"
-    src.write_text("def f():\n    return 1\n")
-    assert _config._KernelsLocator.from_function(None, str(src)) is None
-
+# -- the key --------------------------------------------------------------------------
 
 def test_digest_changes_with_any_kernel_source(tmp_path):
-    for name in os.listdir(_config.KERNELS_DIR):
+    for name in os.listdir(_native.KERNELS_DIR):
         if name.endswith(".py"):
-            shutil.copy(os.path.join(_config.KERNELS_DIR, name), tmp_path / name)
-    d0 = _config.sources_digest(str(tmp_path))
-    assert d0 == _config.sources_digest()
+            shutil.copy(os.path.join(_native.KERNELS_DIR, name), tmp_path / name)
+    d0 = _native.sources_digest(str(tmp_path))
+    assert d0 == _native.sources_digest()
     (tmp_path / "notes.txt").write_text("not a source")
-    assert _config.sources_digest(str(tmp_path)) == d0
+    assert _native.sources_digest(str(tmp_path)) == d0
     philox = tmp_path / "philox.py"
     text = philox.read_text()
     philox.write_text(text.replace("PHILOX_ROUNDS = 10", "PHILOX_ROUNDS = 7"))
-    assert _config.sources_digest(str(tmp_path)) != d0
+    assert _native.sources_digest(str(tmp_path)) != d0
     philox.write_text(text)
-    assert _config.sources_digest(str(tmp_path)) == d0
+    assert _native.sources_digest(str(tmp_path)) == d0
     (tmp_path / "extra.py").write_text("")
-    assert _config.sources_digest(str(tmp_path)) != d0
-
+    assert _native.sources_digest(str(tmp_path)) != d0
 
 
 def test_digest_follows_the_abi(tmp_path):
     """The kernels compile kernels/_abi.py's integers in: an edit there recompiles them."""
     abi = tmp_path / "_abi.py"
-    text = open(_config.ABI_FILE).read()
+    text = open(_native.ABI_FILE).read()
     abi.write_text(text)
-    d0 = _config.sources_digest(shared=(str(abi),))
-    assert d0 == _config.sources_digest()
+    d0 = _native.sources_digest(shared=(str(abi),))
+    assert d0 == _native.sources_digest()
     abi.write_text(text.replace("CTL_WORDS = 7", "CTL_WORDS = 8"))
-    assert _config.sources_digest(shared=(str(abi),)) != d0
+    assert _native.sources_digest(shared=(str(abi),)) != d0
 
 
-# -- writes to the disk cache are serialized across processes ----------------
+def test_the_key_holds_the_digest_llvmlite_and_the_cpu():
+    import llvmlite
+    from llvmlite import binding as ll
+    k = _native.key()
+    assert k["sources"] == _native.sources_digest()
+    assert k["llvmlite"] == llvmlite.__version__
+    assert k["cpu"] == ll.get_host_cpu_name() and k["features"]
+    assert all(name in k for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_OPT"))
+
+
+# -- cache files ------------------------------------------------------------------------
+
+def test_a_cache_file_is_read_back_only_whole_and_under_its_key(tmp_path, monkeypatch):
+    name = "fastinit_cpu_test"
+    code = bytes(range(256)) * 5
+    path = tmp_path / "a.o"
+    _native.write(str(path), name, ["sqrtf"], code)
+    assert _native.read(str(path), name) == (["sqrtf"], code)
+    assert _native.read(str(path), "fastinit_cpu_other") is None      # another entry's
+    assert not [f for f in os.listdir(tmp_path) if f != "a.o"]        # no temporary left
+    data = path.read_bytes()
+    damaged = bytearray(data)
+    damaged[-100] ^= 1
+    path.write_bytes(bytes(damaged))
+    assert _native.read(str(path), name) is None                      # checksum
+    path.write_bytes(data[:-1])
+    assert _native.read(str(path), name) is None                      # truncated
+    path.write_bytes(b"not a header\n" + code)
+    assert _native.read(str(path), name) is None
+    path.write_bytes(data)
+    assert _native.read(str(path), name) == (["sqrtf"], code)
+    other = dict(_native.key(), sources="0" * 32)                     # a kernel source edited
+    monkeypatch.setattr(_native, "key", lambda: other)
+    assert _native.read(str(path), name) is None
+
+
+def test_the_file_name_follows_the_key(tmp_path, monkeypatch):
+    before = _native.file_path(str(tmp_path), "x")
+    other = dict(_native.key(), sources="0" * 32)
+    monkeypatch.setattr(_native, "key", lambda: other)
+    assert _native.file_path(str(tmp_path), "x") != before
+
+
+def test_cached_entry_points_call_only_the_c_math_library():
+    """What makes them linkable without Numba: no runtime, no Python API."""
+    where = _native.cache_path()
+    if where is None:
+        pytest.skip("no disk cache here")
+    seen = 0
+    for kind, compute, bits in CPU_ENTRIES:
+        name = cpu_entry_name(kind, compute, bits)
+        got = _native.read(_native.file_path(where, name), name)
+        if got is not None:
+            seen += 1
+            assert set(got[0]) <= {"sqrt", "sqrtf"}, (name, got[0])
+    assert seen >= 6
+
+
+def test_load_build_and_relink(tmp_path, monkeypatch):
+    """Not cached: compiled and written; cached: linked (the same bytes); a cached
+    file whose symbols cannot be resolved, or a damaged one: compiled again."""
+    entry = ("normal", "float32", "uint32")
+    name = cpu_entry_name(*entry)
+    spec = DTYPES["float32"]
+    ctl = C.ctl_words(7, 3, 5, spec.fmt, KINDS["normal"])
+    params = C.normal_params(0.5, 2.0, np.float32)
+
+    def run(address):
+        out = np.zeros(3 * TILE + 5, np.uint32)
+        _native.Kernel(*entry, address)(out, ctl, params)
+        return _sha(out)
+
+    before = dict(_native.LOADS)
+    built = _native._address(*entry, str(tmp_path))
+    path = _native.file_path(str(tmp_path), name)
+    assert os.path.isfile(path)
+    assert _native.LOADS["built"] == before.get("built", 0) + 1
+    linked = _native._address(*entry, str(tmp_path))
+    assert _native.LOADS["loaded"] == before.get("loaded", 0) + 1
+    assert linked != built and run(linked) == run(built)
+    reference = np.zeros(3 * TILE + 5, np.float32)
+    fi.normal(reference, 0.5, 2.0, seed=7, stream=3, offset=5)
+    assert run(linked) == _sha(reference)
+
+    monkeypatch.setattr(_native, "_resolve", lambda ll, externals: False)
+    _native._address(*entry, str(tmp_path))
+    assert _native.LOADS["built"] == before.get("built", 0) + 2
+    monkeypatch.undo()
+    data = bytearray(open(path, "rb").read())
+    data[-7] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    _native._address(*entry, str(tmp_path))
+    assert _native.LOADS["built"] == before.get("built", 0) + 3
+    assert _native.read(path, name) is not None          # replaced by a whole file
+
+
+CHILD = r"""
+import hashlib, json, sys
+import numpy as np
+import fastinit as fi
+from fastinit.backends import _native
+a = np.empty(300001, np.float32)
+fi.truncated_normal(a, 0.1, 2.0, -1.0, 3.0, seed=11, offset=12345)
+b = np.empty(9999, np.float64)
+fi.uniform(b, -1.0, 2.0, seed=11)
+print(json.dumps(dict(loads=dict(_native.LOADS), numba="numba" in sys.modules,
+                      a=hashlib.sha256(a.view(np.uint8)).hexdigest(),
+                      b=hashlib.sha256(b.view(np.uint8)).hexdigest())))
+"""
+
+
+def test_a_later_process_links_the_cache_without_numba(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def child():
+        proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    first, second = child(), child()
+    assert first["loads"] == {"built": 2} and first["numba"]
+    assert second["loads"] == {"loaded": 2} and not second["numba"]
+    a = np.empty(300001, np.float32)
+    fi.truncated_normal(a, 0.1, 2.0, -1.0, 3.0, seed=11, offset=12345)
+    b = np.empty(9999, np.float64)
+    fi.uniform(b, -1.0, 2.0, seed=11)
+    for got in (first, second):
+        assert got["a"] == _sha(a) and got["b"] == _sha(b)
+
+
+# -- the kernels and their entry points ---------------------------------------------------
 
 def _dispatchers(module):
     return [obj for obj in vars(module).values() if isinstance(obj, Dispatcher)]
 
 
-def test_every_kernel_writes_its_cache_under_a_lock():
-    entries = set(cpu.ENTRY_KERNELS)
-    cached = [k for k in _dispatchers(cpu) if not isinstance(k._cache, NullCache)]
-    assert set(cached) == entries
-    for k in cached:
-        assert type(k._cache._cache_file) is _config.LockedIndexDataCacheFile, k
-
-
-def test_only_the_entry_kernels_are_cached():
-    """Functions called only from other kernels are compiled into them (and cached
-    inside them): they write no cache entry and have no Python wrapper of their own."""
+def test_no_kernel_uses_numbas_own_cache_or_runtime():
     from fastinit.kernels.cpu import philox
-    entries = set(cpu.ENTRY_KERNELS)
-    assert entries == set(cpu.KERNELS.values()) and len(entries) == 6
-    inner = [k for k in _dispatchers(cpu) + _dispatchers(philox) if k not in entries]
-    assert len(inner) >= 20
-    for k in inner:
-        assert isinstance(k._cache, NullCache), k
-        assert k.targetoptions.get("no_cpython_wrapper"), k
+    every = _dispatchers(cpu) + _dispatchers(philox)
+    assert set(cpu.KERNELS.values()) <= set(every) and len(every) >= 26
+    for k in every:
+        opts = k.targetoptions
+        assert not opts.get("cache") and opts.get("_nrt") is False, k
+        assert opts.get("no_cpython_wrapper"), k
 
 
-def test_a_kernel_helper_called_from_python_raises():
+def test_a_kernel_called_from_python_raises():
     """Without a Python wrapper such a call would jump to no code; it raises, also
     for a signature already compiled for jitted code."""
     import numba
@@ -110,35 +225,26 @@ def test_a_kernel_helper_called_from_python_raises():
     assert (numba.types.uint64,) * 6 in philox.philox4x32.overloads
     with pytest.raises(TypeError, match="philox4x32.*no Python entry point"):
         philox.philox4x32(u, u, u, u, u, u)
-    vals = np.zeros(2 * cpu.TILE, np.float32)
+    vals = np.zeros(CPU_SCRATCH, np.float32)
     with pytest.raises(TypeError, match="store32"):
         cpu.store32(np.zeros(4, np.uint32), 0, 0, vals, 0, 4)
+    with pytest.raises(TypeError, match="uniform32"):
+        cpu.uniform32(np.zeros(4, np.uint32), np.zeros(7, np.uint64), np.zeros(5, np.float32),
+                      vals, np.zeros(CPU_SCRATCH, np.uint32))
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX flock")
-def test_a_save_waits_for_the_lock_and_keeps_the_other_entry(tmp_path):
-    """Numba's save reads the index, adds its entry and rewrites it; two
-    processes doing that at once lose an entry or point it at the other's
-    data. Under the lock a save waits, then sees the entry saved before it."""
-    import fcntl
-    import threading
-
-    def cache_file():
-        return _config.LockedIndexDataCacheFile(cache_path=str(tmp_path), filename_base="k",
-                                                source_stamp="stamp")
-
-    first, second = cache_file(), cache_file()
-    first.save("sig-a", "code for a")
-    fd = os.open(first._index_path + ".lock", os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)             # another process saving right now
-    waiter = threading.Thread(target=second.save, args=("sig-b", "code for b"))
-    try:
-        waiter.start()
-        waiter.join(0.5)
-        assert waiter.is_alive()               # it waits for the lock
-    finally:
-        os.close(fd)                           # releases it
-    waiter.join(10)
-    assert not waiter.is_alive()
-    check = cache_file()
-    assert check.load("sig-a") == "code for a" and check.load("sig-b") == "code for b"
+@pytest.mark.parametrize("bad", ["dtype", "strided", "readonly", "ctl", "params", "pdtype"])
+def test_an_entry_point_refuses_arguments_it_would_overrun(bad):
+    k = cpu_backend.kernel("uniform", "float32")
+    out = np.zeros(64, np.uint32)
+    ctl = C.ctl_words(1, 0, 0, DTYPES["float32"].fmt, KINDS["uniform"])
+    params = C.uniform_params(-1.0, 1.0, 0.0, np.float32)
+    args = dict(dtype=(out.view(np.uint16), ctl, params),
+                strided=(out[::2], ctl, params),
+                readonly=(np.frombuffer(bytes(256), np.uint32), ctl, params),
+                ctl=(out, ctl[:6], params),
+                params=(out, ctl, params[:4]),
+                pdtype=(out, ctl, params.astype(np.float64)))[bad]
+    with pytest.raises(TypeError):
+        k(*args)
+    assert not out.any()

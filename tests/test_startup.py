@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAVY = ("ml_dtypes", "numba", "llvmlite", "cupy", "tqdm", "fastinit.kernels.cpu")
 
 
-def _loaded_after(setup, code):
+def _loaded_after(setup, code, env=None):
     """The modules of :data:`HEAVY` that ``code`` imports in a fresh interpreter
     after ``setup`` (whatever ``setup`` imported itself is not counted)."""
     script = (f"import json, sys\n{setup}\nbefore = set(sys.modules)\n{code}\n"
@@ -30,7 +30,7 @@ def _loaded_after(setup, code):
               "             if any(m == h or m.startswith(h + '.') for h in heavy))\n"
               "print(json.dumps(new))\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -39,13 +39,20 @@ def test_import_fastinit_imports_nothing_heavy():
     assert _loaded_after("import numpy", "import fastinit") == []
 
 
-def test_a_first_fill_imports_numba_but_not_ml_dtypes_cupy_or_tqdm():
-    """A float32 NumPy fill needs the Numba kernels and nothing else heavy
+def test_a_first_fill_imports_numba_only_to_compile(tmp_path):
+    """A float32 NumPy fill with an empty kernel cache compiles with Numba; the
+    next process links the cached kernel with llvmlite and imports neither
+    Numba nor the kernels' sources; neither imports ml_dtypes, CuPy or tqdm
     (the check itself is shown to see imports: numba does appear)."""
-    new = _loaded_after("import numpy as np, fastinit as fi",
-                        "fi.uniform(np.empty(8, np.float32), seed=0)")
-    assert "numba" in new and "fastinit.kernels.cpu" in new
-    assert not [m for m in new if m.split(".")[0] in ("ml_dtypes", "cupy", "tqdm")], new
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    setup, fill = "import numpy as np, fastinit as fi", "fi.uniform(np.empty(8, np.float32), seed=0)"
+    cold = _loaded_after(setup, fill, env)
+    assert "numba" in cold and "fastinit.kernels.cpu" in cold
+    warm = _loaded_after(setup, fill, env)
+    assert "llvmlite" in warm
+    assert not [m for m in warm if m.startswith(("numba", "fastinit.kernels.cpu"))], warm
+    for new in (cold, warm):
+        assert not [m for m in new if m.split(".")[0] in ("ml_dtypes", "cupy", "tqdm")], new
 
 
 def test_import_fastinit_torch_imports_nothing_heavy():

@@ -2,8 +2,8 @@
 
 A run into an empty ``NUMBA_CACHE_DIR`` compiles (one dtype here, to keep
 the suite short; the distributions in two worker processes), names the
-cache and leaves its index files there; later runs (with and without
-worker processes) load every kernel and compile none. With nothing writable the
+cache and leaves one file per entry point there; later runs (with and
+without worker processes) link every kernel and compile none. With nothing writable the
 command says so and exits 1 before compiling anything (a read-only copy of
 the package, as tests/test_cache_dir.py builds it).
 """
@@ -18,12 +18,12 @@ import pytest
 
 import fastinit as fi
 from fastinit import cli
-from fastinit.kernels.cpu import _config
+from fastinit.backends import _native
 from test_cache_dir import DROP_DAC, _tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STATS = re.compile(r"(\d+) kernel signatures compiled, (\d+) loaded from the cache; "
-                   r"(\d+) index files in (.+)$", re.M)
+STATS = re.compile(r"(\d+) kernel entry points compiled, (\d+) loaded from the cache; "
+                   r"(\d+) kernel files in (.+)$", re.M)
 
 
 def _env(**extra):
@@ -44,20 +44,20 @@ def test_warmup_fills_an_empty_cache_then_loads_it(tmp_path):
     first = _warmup(env, "--dtypes", "float16", "--jobs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"kernel cache: {cache}" in first.stdout
-    # one signature of every float32-compute kernel (one output width), each
-    # compiled once across the processes, each in its own index file
-    from fastinit.kernels.cpu import fills
-    entries = len([key for key in fills.KERNELS if key[1] == "float32"])
+    # the entry point of every distribution for 16-bit output, each compiled
+    # once across the processes, each in its own file
+    from fastinit.kernels._abi import CPU_ENTRIES
+    entries = len([e for e in CPU_ENTRIES if e[2] == "uint16"])
     compiled, loaded, written, where = STATS.search(first.stdout).groups()
-    assert int(compiled) == entries and int(written) == entries
+    assert int(compiled) == entries == 3 and int(written) == entries
     assert where.startswith(str(cache))
-    assert len([f for f in os.listdir(where) if f.endswith(".nbi")]) == int(written)
+    assert len([f for f in os.listdir(where) if f.endswith(".o")]) == int(written)
     assert "compiling kernels" in first.stderr          # the progress bar
     for jobs in ("2", "1"):         # with a full cache, no worker starts either way
         again = _warmup(env, "--dtypes", "float16", "--quiet", "--jobs", jobs)
         assert again.returncode == 0, again.stderr[-3000:]
         compiled2, loaded2, written2, _ = STATS.search(again.stdout).groups()
-        # the entry kernels load with the kernels they call compiled in
+        # the entry points link with the kernels they call compiled in
         assert int(compiled2) == 0 and int(loaded2) == entries
         assert int(written2) == int(written)
         assert "compiling kernels" not in again.stderr
@@ -80,7 +80,7 @@ def test_no_writable_cache_exits_1_before_compiling(tmp_path):
     shutil.copytree(os.path.dirname(os.path.abspath(fi.__file__)), pkg / "fastinit",
                     ignore=ignore)
     shutil.rmtree(pkg / "fastinit" / "kernels", ignore_errors=True)
-    shutil.copytree(os.path.dirname(_config.KERNELS_DIR), pkg / "fastinit" / "kernels",
+    shutil.copytree(os.path.dirname(_native.KERNELS_DIR), pkg / "fastinit" / "kernels",
                     ignore=ignore)
     ro = {n: tmp_path / n for n in ("home", "cache", "tmp")}
     for d in ro.values():
@@ -98,7 +98,7 @@ def test_no_writable_cache_exits_1_before_compiling(tmp_path):
         if proc.returncode == 77:
             pytest.skip("as root without CAP_SETPCAP: read-only permissions not enforced")
         assert proc.returncode == 1, (proc.stdout, proc.stderr[-3000:])
-        assert "fastinit warmup: error: no writable Numba cache directory" in proc.stderr
+        assert "fastinit warmup: error: no writable cache directory" in proc.stderr
         assert f"NUMBA_CACHE_DIR={ro['cache']}" in proc.stderr       # the warning names it
         assert "kernel cache:" not in proc.stdout
         assert "numba" not in proc.stdout.lower() or "compiled" not in proc.stdout

@@ -1,4 +1,4 @@
-"""The CPU backend: the Numba kernels of ``fastinit.kernels.cpu`` over host memory.
+"""The CPU backend: the kernels of ``fastinit.kernels.cpu`` over host memory.
 
 A buffer (a NumPy array of any subclass, a torch CPU tensor, or any CPU
 DLPack producer) becomes a :class:`CpuTarget`: a flat, base-class array of
@@ -11,8 +11,8 @@ cut into pieces of at least ``PIECE_MIN`` run on every core (``_threads``).
 import numpy as np
 
 from .. import _contract, _dlpack
-from ..kernels._abi import DTYPES, KINDS
-from . import FLOAT_LIST, FLOAT_NAMES, Target, _threads
+from ..kernels._abi import DTYPES, KINDS, TILE
+from . import FLOAT_LIST, FLOAT_NAMES, Target, _native, _threads
 
 PIECE_MIN = 1 << 16         # the smallest piece a thread is woken for (docs/design.md)
 PARALLEL_MIN = 2 * PIECE_MIN   # below this, one thread
@@ -132,29 +132,24 @@ def as_target(out, what="out"):
 
 
 # --- launching -------------------------------------------------------------------------
-_kernels = None
-
-
-def _load():
-    """The Numba kernels, imported on the first CPU fill (Numba's setup is not free)."""
-    global _kernels
-    if _kernels is None:
-        from ..kernels.cpu import fills as cpu
-        _kernels = cpu
-    return _kernels
+def kernel(kind, name):
+    """The entry point (a ``_native.Kernel``) that draws ``kind`` into dtype ``name``:
+    loaded from the disk cache, or compiled on first use (Numba is imported
+    only then)."""
+    spec = DTYPES[name]
+    return _native.kernel(kind, spec.compute, spec.bits)
 
 
 def fill(target, kind, seed, stream, offset, params):
-    kernels = _load()
     code = KINDS[kind]
     spec = DTYPES[target.name]
-    kernel, bits = kernels.KERNELS[code, spec.compute], target.bits
-    at = _threads.cuts(target.size, offset, kernels.TILE, PIECE_MIN)
+    run, bits = kernel(kind, target.name), target.bits
+    at = _threads.cuts(target.size, offset, TILE, PIECE_MIN)
     if len(at) == 2:
-        kernel(bits, _contract.ctl_words(seed, stream, offset, spec.fmt, code), params)
+        run(bits, _contract.ctl_words(seed, stream, offset, spec.fmt, code), params)
         return
     ctls = [_contract.ctl_words(seed, stream, offset + a, spec.fmt, code) for a in at[:-1]]
-    _threads.run(lambda i: kernel(bits[at[i]:at[i + 1]], ctls[i], params), len(ctls))
+    _threads.run(lambda i: run(bits[at[i]:at[i + 1]], ctls[i], params), len(ctls))
 
 
 def fill_constant(target, bits):

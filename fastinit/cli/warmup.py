@@ -1,10 +1,10 @@
 """Compile every CPU kernel ahead of time into the disk cache (for images and CI).
 
 ``fastinit warmup`` runs one small fill of every distribution for every
-dtype, so that Numba compiles each kernel a fill can use (a large fill runs
-the same kernels on several threads; constant fills use no kernel) and
-stores it in its disk cache;
-later processes load them instead of compiling. It prints where the cache
+dtype, so that Numba compiles each kernel entry point a fill can use (a
+large fill runs the same ones on several threads; constant fills use none)
+and its object code goes to the disk cache (fastinit/backends/_native.py);
+later processes link it instead of compiling, without importing Numba. It prints where the cache
 lives. Exit status 1 when no cache can be written (the kernels would compile
 in memory, in every process); ``NUMBA_CACHE_DIR`` chooses the directory.
 Run it again: it then loads every kernel and compiles none.
@@ -14,10 +14,10 @@ included. Units are grouped by distribution and compute precision (float32
 for float32, bfloat16 and float16; float64), and a group runs in one
 process, which compiles the functions its kernels share once; the groups
 are dealt out by their estimated cost, the costliest first, each to the
-least loaded process. Only the entry kernels are cached, each with
-everything it calls compiled in, and every cache write holds the kernel's
-lock (kernels/cpu/_config.py), so two processes may add signatures of one
-kernel. Worker processes start only once a kernel has to compile: with a
+least loaded process. Only the entry points are cached, each with
+everything it calls compiled in, one file each, written to a temporary name
+and renamed, so processes compiling the same one at once each leave a
+whole file. Worker processes start only once a kernel has to compile: with a
 full cache everything loads here.
 """
 
@@ -106,14 +106,10 @@ def _worker(todo, done):
 
 
 def _kernel_stats():
-    """(compiled, loaded): the cache misses and hits of every cached kernel so
-    far (the entry kernels; the functions they call are compiled into them)."""
-    from ..kernels.cpu import fills
-    misses = hits = 0
-    for k in fills.ENTRY_KERNELS:
-        misses += sum(k.stats.cache_misses.values())
-        hits += sum(k.stats.cache_hits.values())
-    return misses, hits
+    """(compiled, loaded): the entry points this process compiled and loaded
+    from the disk cache so far."""
+    from ..backends import _native
+    return _native.LOADS["built"], _native.LOADS["loaded"]
 
 
 def _run_shares(shares, bar):
@@ -160,16 +156,20 @@ def _run_shares(shares, bar):
     return compiled, loaded
 
 
-def _index_files(path):
-    return [f for f in os.listdir(path) if f.endswith(".nbi")] if os.path.isdir(path) else []
+def _cache_files(path):
+    """The cache files of the current key under ``path``."""
+    from ..backends import _native
+    from ..kernels._abi import CPU_ENTRIES, cpu_entry_name
+    return [f for f in (_native.file_path(path, cpu_entry_name(*e)) for e in CPU_ENTRIES)
+            if os.path.isfile(f)]
 
 
 def run(args, parser):
     dtypes = _dtypes(args.dtypes, parser)
-    from ..kernels.cpu import _config
-    path = _config.cache_path()
+    from ..backends import _native
+    path = _native.cache_path()
     if path is None:
-        print("fastinit warmup: error: no writable Numba cache directory: the kernels would "
+        print("fastinit warmup: error: no writable cache directory: the kernels would "
               "compile in memory in every process; set NUMBA_CACHE_DIR to a writable "
               "directory", file=sys.stderr)
         return EXIT_NO_CACHE
@@ -203,10 +203,10 @@ def run(args, parser):
         compiled, loaded = _kernel_stats()
         compiled, loaded = compiled + c, loaded + h
     seconds = time.perf_counter() - t0
-    written = _index_files(path)
+    written = _cache_files(path)
     print(f"fastinit warmup: {len(todo)} fills ({', '.join(dtypes)}) in {seconds:.1f} s: "
-          f"{compiled} kernel signatures compiled, {loaded} loaded from the cache; "
-          f"{len(written)} index files in {path}")
+          f"{compiled} kernel entry points compiled, {loaded} loaded from the cache; "
+          f"{len(written)} kernel files in {path}")
     if not written:
         print(f"fastinit warmup: error: nothing was written to {path}", file=sys.stderr)
         return EXIT_NO_CACHE

@@ -15,15 +15,14 @@ half types, uint64 for float64); ``fmt`` says what the bits mean.
 import numpy as np
 from numba import njit
 
-from .._abi import (CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0,
-                    CTL_S1, FMT_BF16, FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM)
-from ._config import INLINE, INNER, SERIAL, kernel_only, lock_cache_writes
+from .._abi import (CTL_FMT, CTL_K0, CTL_K1, CTL_OFFSET, CTL_S0, CTL_S1, FMT_BF16,
+                    FMT_F32, KIND_NORMAL, KIND_TRUNC, KIND_UNIFORM, TILE)
+from ._config import INLINE, INNER, kernel_only
 from .philox import (F32, F64, MASK32, SHIFT32, TWO_M24, TWO_M53, bf16_bits,
                      cossin2pi_f32, cossin2pi_f64, erfcinv_far_f32, erfcinv_far_f64,
                      erfinv_xt_f32, erfinv_xt_f64, f16_bits, f32_bits, f64_bits, k24,
                      k24_u32, k53, log_f32, log_f64, philox4x32, to_f32, to_f64)
 
-TILE = 2048                  # elements per tile: a multiple of 4
 TILE_U = np.uint64(TILE)
 ZERO_F32 = F32(0.0)
 HALF_F32, HALF_F64 = F32(0.5), F64(0.5)
@@ -353,22 +352,21 @@ def store64(out, fmt, dst, vals, src, count):
         o[e] = f64_bits(v[e])
 
 
-
-
 # --- the entry kernels: one per (distribution, compute precision) ---------------
 # ``out`` holds the buffer's bits (uint32 float32, uint16 half, uint64
 # float64), ``ctl`` the uint64 words indexed by ``CTL_*``, ``p`` the
 # distribution's parameters in the compute type (float32 for float32,
 # bfloat16 and float16; float64). A kernel fills ``out`` tile by tile on the
-# calling thread, without the GIL: a large fill runs it on pieces of the
-# buffer, one per thread, each at its own offset
-# (fastinit/backends/_threads.py). A first fill compiles only the kernel of
-# the distribution and precision it draws. Each is a plain top-level
-# function calling its tile and store functions directly (no dispatch by
-# type: an overload that picked the precision, inlined by Numba, made cold
-# compiles slower: docs/design.md), so Numba caches it on disk.
-# ``vals``: TILE values, then TILE more as scratch; ``words``: 2 TILE uint32,
-# a tile's Philox words (two per element at 64 bits), where the tile uses them.
+# calling thread: a large fill runs it on pieces of the buffer, one per
+# thread, each at its own offset (fastinit/backends/_threads.py). A first
+# fill compiles only the kernel of the distribution and precision it draws,
+# behind a C entry point (entry.py). Each is a plain top-level function
+# calling its tile and store functions directly (no dispatch by type: an
+# overload that picked the precision, inlined by Numba, made cold compiles
+# slower: docs/design.md). The caller hands over the scratch (the kernels
+# allocate nothing): ``vals``, CPU_SCRATCH values (a tile's, then TILE more);
+# ``words``, CPU_SCRATCH uint32 (a tile's Philox words, two per element at
+# 64 bits), where the tile uses them.
 @njit(**INLINE)
 def _tile_span(ctl, tile, last, pb):
     """The blocks of ``tile`` the fill needs, and where their values go."""
@@ -391,21 +389,18 @@ def _span(out, ctl):
     return t_first, np.int64(last // TILE_U - t_first) + 1, last
 
 
-@njit(**SERIAL)
-def uniform32(out, ctl, p):
+@njit(**INNER)
+def uniform32(out, ctl, p, vals, words):
     t_first, ntiles, last = _span(out, ctl)
-    vals = np.empty(2 * TILE, np.float32)
     for t in range(ntiles):
         fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(4))
         tile_uniform32(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
         store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-@njit(**SERIAL)
-def uniform64(out, ctl, p):
+@njit(**INNER)
+def uniform64(out, ctl, p, vals, words):
     t_first, ntiles, last = _span(out, ctl)
-    vals = np.empty(2 * TILE, np.float64)
-    words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
         fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(2))
         tile_uniform64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
@@ -413,11 +408,9 @@ def uniform64(out, ctl, p):
         store64(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-@njit(**SERIAL)
-def normal32(out, ctl, p):
+@njit(**INNER)
+def normal32(out, ctl, p, vals, words):
     t_first, ntiles, last = _span(out, ctl)
-    vals = np.empty(2 * TILE, np.float32)
-    words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
         fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(4))
         tile_normal32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
@@ -425,21 +418,18 @@ def normal32(out, ctl, p):
         store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-@njit(**SERIAL)
-def normal64(out, ctl, p):
+@njit(**INNER)
+def normal64(out, ctl, p, vals, words):
     t_first, ntiles, last = _span(out, ctl)
-    vals = np.empty(2 * TILE, np.float64)
     for t in range(ntiles):
         fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(2))
         tile_normal64(vals, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0], ctl[CTL_S1], p)
         store64(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-@njit(**SERIAL)
-def trunc32(out, ctl, p):
+@njit(**INNER)
+def trunc32(out, ctl, p, vals, words):
     t_first, ntiles, last = _span(out, ctl)
-    vals = np.empty(2 * TILE, np.float32)
-    words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
         fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(4))
         tile_trunc32(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
@@ -447,11 +437,9 @@ def trunc32(out, ctl, p):
         store32(out, ctl[CTL_FMT], dst, vals, src, count)
 
 
-@njit(**SERIAL)
-def trunc64(out, ctl, p):
+@njit(**INNER)
+def trunc64(out, ctl, p, vals, words):
     t_first, ntiles, last = _span(out, ctl)
-    vals = np.empty(2 * TILE, np.float64)
-    words = np.empty(2 * TILE, np.uint32)
     for t in range(ntiles):
         fb, nb, dst, src, count = _tile_span(ctl, t_first + np.uint64(t), last, np.uint64(2))
         tile_trunc64(vals, words, fb, nb, ctl[CTL_K0], ctl[CTL_K1], ctl[CTL_S0],
@@ -464,11 +452,6 @@ KERNELS = {(KIND_UNIFORM, "float32"): uniform32, (KIND_UNIFORM, "float64"): unif
            (KIND_NORMAL, "float32"): normal32, (KIND_NORMAL, "float64"): normal64,
            (KIND_TRUNC, "float32"): trunc32, (KIND_TRUNC, "float64"): trunc64}
 
-# the kernels a fill calls from Python: the only ones cached on disk
-ENTRY_KERNELS = tuple(KERNELS.values())
-
-
-# every kernel's disk-cache writes serialized across processes, and the
-# functions called only from kernels guarded against calls from Python (_config.py)
-lock_cache_writes(globals())
+# every kernel guarded against calls from Python (_config.py): they run only
+# inside compiled code, the entry kernels behind their C entry points
 kernel_only(globals())
