@@ -4,10 +4,11 @@
 dtype, so that Numba compiles each kernel entry point a fill can use (a
 large fill runs the same ones on several threads; constant fills use none)
 and its object code goes to the disk cache (fastinit/backends/_native.py);
-later processes link it instead of compiling, without importing Numba. It prints where the cache
-lives. Exit status 1 when no cache can be written (the kernels would compile
-in memory, in every process); ``NUMBA_CACHE_DIR`` chooses the directory.
-Run it again: it then loads every kernel and compiles none.
+later processes link it instead of compiling, without importing Numba. It
+prints where the cache lives. Exit status 1 when no cache can be written
+(the kernels would compile in memory, in every process);
+``NUMBA_CACHE_DIR`` chooses the directory. Run it again: it then links
+every kernel and compiles none.
 
 The kernels compile side by side in ``--jobs`` processes, this one
 included. Units are grouped by distribution and compute precision (float32
@@ -15,10 +16,10 @@ for float32, bfloat16 and float16; float64), and a group runs in one
 process, which compiles the functions its kernels share once; the groups
 are dealt out by their estimated cost, the costliest first, each to the
 least loaded process. Only the entry points are cached, each with
-everything it calls compiled in, one file each, written to a temporary name
-and renamed, so processes compiling the same one at once each leave a
-whole file. Worker processes start only once a kernel has to compile: with a
-full cache everything loads here.
+everything it calls compiled in, one file each, written to a temporary
+name and renamed, so processes compiling the same one at once each leave a
+whole file. Worker processes start only once a kernel has to compile: with
+a full cache everything is linked here.
 """
 
 import os
