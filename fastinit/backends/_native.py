@@ -336,6 +336,28 @@ def _address(kind, compute, bits, directory):
     return address
 
 
+class _Scratch(threading.local):
+    """Per thread: the scratch arrays an entry point is handed, and a block the
+    control words and parameters are copied into, with their addresses (taking
+    an array's address costs more than the copies: docs/design.md)."""
+
+    def __init__(self):
+        self.vals = np.empty(CPU_SCRATCH, np.float64)       # float32 use the first half
+        self.words = np.empty(CPU_SCRATCH, np.uint32)
+        self.block = np.zeros(CTL_WORDS + max(len(p) for p in PARAMS.values()), np.uint64)
+        self.ctl = self.block[:CTL_WORDS]
+        params = self.block[CTL_WORDS:]
+        self.params = {np.dtype(np.float32): params.view(np.float32),
+                       np.dtype(np.float64): params.view(np.float64)}
+        self.vals_at = self.vals.ctypes.data
+        self.words_at = self.words.ctypes.data
+        self.ctl_at = self.block.ctypes.data
+        self.params_at = params.ctypes.data
+
+
+_scratch = _Scratch()
+
+
 class Kernel:
     """A CPU entry point, called as ``kernel(bits, ctl, params)``: fills the
     flat array ``bits`` (the buffer's unsigned-integer view) from the control
@@ -351,20 +373,23 @@ class Kernel:
         self._nparams = len(PARAMS[kind])
 
     def __call__(self, bits, ctl, params):
-        if (type(bits) is not np.ndarray or bits.dtype != self.bits or bits.ndim != 1
-                or not bits.flags.c_contiguous or not bits.flags.writeable):
+        if type(bits) is not np.ndarray or bits.dtype != self.bits or bits.ndim != 1:
             raise TypeError(f"the {self.kind} kernel fills a writable flat {self.bits} array")
-        if ctl.dtype != np.uint64 or ctl.shape != (CTL_WORDS,) or not ctl.flags.c_contiguous:
+        flags = bits.flags
+        if not (flags.c_contiguous and flags.writeable):
+            raise TypeError(f"the {self.kind} kernel fills a writable flat {self.bits} array")
+        if ctl.dtype != np.uint64 or ctl.shape != (CTL_WORDS,):
             raise TypeError(f"ctl must be {CTL_WORDS} uint64 control words")
-        if (params.dtype != self.compute or params.shape != (self._nparams,)
-                or not params.flags.c_contiguous):
+        if params.dtype != self.compute or params.shape != (self._nparams,):
             raise TypeError(f"params must be {self._nparams} {self.compute} values")
-        if bits.size == 0:
+        n = bits.size
+        if n == 0:
             return
-        vals = np.empty(CPU_SCRATCH, self.compute)
-        words = np.empty(CPU_SCRATCH, np.uint32)
-        self._fn(bits.ctypes.data, bits.size, ctl.ctypes.data, params.ctypes.data,
-                 vals.ctypes.data, words.ctypes.data)
+        s = _scratch
+        s.ctl[:] = ctl
+        s.params[self.compute][:self._nparams] = params
+        self._fn(ctypes.addressof(ctypes.c_char.from_buffer(bits)), n, s.ctl_at,
+                 s.params_at, s.vals_at, s.words_at)
 
 
 def kernel(kind, compute, bits):
