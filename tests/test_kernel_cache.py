@@ -248,3 +248,32 @@ def test_an_entry_point_refuses_arguments_it_would_overrun(bad):
     with pytest.raises(TypeError):
         k(*args)
     assert not out.any()
+
+
+EMPTY_CHILD = r"""
+import numpy as np
+from fastinit import _contract as C
+from fastinit.backends import cpu
+from fastinit.kernels._abi import DTYPES, KINDS
+k = cpu.kernel("uniform", "float32")
+guard = np.full(64, 7, np.uint32)
+ctl = C.ctl_words(1, 0, 0, DTYPES["float32"].fmt, KINDS["uniform"])
+params = C.uniform_params(-1.0, 1.0, 0.0, np.float32)
+from fastinit.backends import _native
+s = _native._scratch
+s.ctl[:] = ctl
+s.params[np.dtype(np.float32)][:5] = params
+for n in (0, -1, -(1 << 62)):
+    k._fn(guard.ctypes.data, n, s.ctl_at, s.params_at, s.vals_at, s.words_at)
+assert (guard == 7).all()
+print("ok")
+"""
+
+
+def test_an_entry_point_given_no_elements_writes_nothing(tmp_path):
+    """The C entry point itself returns for n <= 0 (its loops assume n >= 1:
+    n = 0 would wrap the last index and write past the buffer). In a child
+    process, so that a missing check fails the test instead of the run."""
+    proc = subprocess.run([sys.executable, "-c", EMPTY_CHILD], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -6,7 +6,7 @@ wraps its arguments as arrays and calls the Numba entry kernel of
 ``fills.KERNELS``::
 
     void fastinit_cpu_<kind>_<compute>_<bits>(
-        void *out, int64_t n,           /* the buffer's bits, n elements */
+        void *out, int64_t n,           /* the buffer's bits, n elements; n <= 0: no-op */
         const uint64_t *ctl,            /* CTL_WORDS control words (_abi.py) */
         const F *p,                     /* the parameters of PARAMS[kind] */
         F *vals, uint32_t *words)       /* scratch: 2 TILE values, 2 TILE words */
@@ -88,6 +88,8 @@ def build(kind, compute, bits):
     fn = ir.Function(module, fnty, name=name)
     out, n, ctl, p, vals, words = fn.args
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    with builder.if_then(builder.icmp_signed("<=", n, ir.Constant(i64, 0)), likely=False):
+        builder.ret_void()          # nothing to fill (the kernels assume n >= 1)
     scratch = ir.Constant(i64, CPU_SCRATCH)
     args = [_array(context, builder, arrays[0], out, n),
             _array(context, builder, arrays[1], ctl, ir.Constant(i64, CTL_WORDS)),
