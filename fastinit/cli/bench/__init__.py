@@ -34,7 +34,7 @@ same rotation and gives the write-bandwidth reference.
 ratio = fastinit's speed / that implementation's speed (above 1: fastinit is
 faster); on fastinit's own row it is the ratio to the fastest peer.
 
-A second section times fastinit with 1 and 2 Numba threads, the peak RSS
+A second section times fastinit with 1 and 2 fill threads, the peak RSS
 growth of one fill into a preallocated 1 GiB float32 buffer (in a fresh
 subprocess), and the per-call time of a 1024-element fill.
 

@@ -1,7 +1,7 @@
 """The peak-RSS probe of ``fastinit bench``, run as a fresh process.
 
 ``python -m fastinit.cli.bench.rss_child N THREADS`` fills a preallocated,
-resident float32 buffer of N elements once with THREADS Numba threads and
+resident float32 buffer of N elements once with THREADS fill threads and
 prints one JSON line: the buffer's size, ``ru_maxrss`` before and after the
 fill (bytes), the RSS before it and whether the peak could be reset.
 :func:`fastinit.cli.bench.measure.measure_rss` starts it and reads the line.
