@@ -67,6 +67,30 @@ def test_digest_follows_the_abi(tmp_path):
     assert _native.sources_digest(shared=(str(abi),)) != d0
 
 
+def test_numbas_cpu_settings_replace_the_host_in_the_key(monkeypatch):
+    """With NUMBA_CPU_NAME and NUMBA_CPU_FEATURES set, Numba compiles for them,
+    not for the host: the key names no host, so a cache warmed so is used on
+    any CPU with the same settings."""
+    ll = _native._ll()
+    monkeypatch.setenv("NUMBA_CPU_NAME", "generic")
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+sse2")
+    _native.key.cache_clear()
+    try:
+        here = _native.key()
+        assert here["cpu"] == "generic" and here["features"] == "+sse2"
+        monkeypatch.setattr(ll, "get_host_cpu_name", lambda: "another-cpu")
+        monkeypatch.setattr(ll, "get_host_cpu_features", lambda: 1 / 0)
+        _native.key.cache_clear()
+        assert _native.key() == here
+        monkeypatch.delenv("NUMBA_CPU_FEATURES")
+        _native.key.cache_clear()
+        with pytest.raises(ZeroDivisionError):     # the host's features are read again
+            _native.key()
+    finally:
+        monkeypatch.undo()
+        _native.key.cache_clear()
+
+
 def test_the_key_holds_the_digest_llvmlite_and_the_cpu():
     import llvmlite
     from llvmlite import binding as ll

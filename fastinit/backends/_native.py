@@ -11,9 +11,10 @@ first fill may: docs/design.md, "Start-up").
 
 The key: the digest of every kernel source (``kernels/cpu/*.py`` and
 ``kernels/_abi.py``), llvmlite's version (Numba requires one llvmlite
-release), the CPU the code was compiled for (name and features, and Numba's
-``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``/``NUMBA_ENABLE_AVX``/``NUMBA_OPT``
-settings, which change the code Numba emits). A file is written to a
+release), the CPU the code was compiled for (name and features: Numba's
+``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` where set, else the host's),
+and Numba's ``NUMBA_ENABLE_AVX``/``NUMBA_OPT`` settings, which change the
+code Numba emits. A file is written to a
 temporary name and renamed, so a reader sees a whole file or none; its
 header holds the key, the external symbols and a BLAKE2b of the code, and
 a file that does not match is compiled again and replaced.
@@ -188,12 +189,17 @@ def key():
     """What the object code depends on, as a dict of strings (module docstring)."""
     ll = _ll()
     import llvmlite
-    try:
-        features = ll.get_host_cpu_features().flatten()
-    except RuntimeError:
-        features = ""
+    # the CPU the code is compiled for: Numba's settings when given (both set,
+    # the key names no host at all: a portable cache), else the host's
+    cpu = os.environ.get("NUMBA_CPU_NAME") or ll.get_host_cpu_name()
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if not features:
+        try:
+            features = ll.get_host_cpu_features().flatten()
+        except RuntimeError:
+            features = ""
     k = dict(format=str(FORMAT), sources=sources_digest(), llvmlite=llvmlite.__version__,
-             cpu=ll.get_host_cpu_name(), features=features)
+             cpu=cpu, features=features)
     k.update((name, os.environ.get(name, "")) for name in _ENV)
     return k
 
