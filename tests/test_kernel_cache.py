@@ -68,24 +68,33 @@ def test_digest_follows_the_abi(tmp_path):
 
 
 def test_numbas_cpu_settings_replace_the_host_in_the_key(monkeypatch):
-    """With NUMBA_CPU_NAME and NUMBA_CPU_FEATURES set, Numba compiles for them,
-    not for the host: the key names no host, so a cache warmed so is used on
-    any CPU with the same settings."""
+    """Where NUMBA_CPU_NAME / NUMBA_CPU_FEATURES are set, Numba compiles for them,
+    not for the host (a "generic" name alone means no features): the key follows
+    Numba's choice, so with NUMBA_CPU_NAME=generic it names no host, and a cache
+    warmed so is used on any CPU with the same setting."""
     ll = _native._ll()
-    monkeypatch.setenv("NUMBA_CPU_NAME", "generic")
-    monkeypatch.setenv("NUMBA_CPU_FEATURES", "+sse2")
-    _native.key.cache_clear()
+
+    def key_with(**env):
+        for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+            if name in env:
+                monkeypatch.setenv(name, env[name])
+            else:
+                monkeypatch.delenv(name, raising=False)
+        _native.key.cache_clear()
+        return _native.key()
+
     try:
-        here = _native.key()
-        assert here["cpu"] == "generic" and here["features"] == "+sse2"
+        generic = key_with(NUMBA_CPU_NAME="generic")
+        assert generic["cpu"] == "generic" and generic["features"] == ""
+        both = key_with(NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+sse2")
+        assert both["features"] == "+sse2"
         monkeypatch.setattr(ll, "get_host_cpu_name", lambda: "another-cpu")
         monkeypatch.setattr(ll, "get_host_cpu_features", lambda: 1 / 0)
-        _native.key.cache_clear()
-        assert _native.key() == here
-        monkeypatch.delenv("NUMBA_CPU_FEATURES")
-        _native.key.cache_clear()
-        with pytest.raises(ZeroDivisionError):     # the host's features are read again
-            _native.key()
+        assert key_with(NUMBA_CPU_NAME="generic") == generic      # no host read
+        assert key_with(NUMBA_CPU_NAME="generic", NUMBA_CPU_FEATURES="+sse2") == both
+        with pytest.raises(ZeroDivisionError):          # a named CPU: the host's features
+            key_with(NUMBA_CPU_NAME="znver3")
+        assert key_with(NUMBA_CPU_FEATURES="+sse2")["cpu"] == "another-cpu"
     finally:
         monkeypatch.undo()
         _native.key.cache_clear()

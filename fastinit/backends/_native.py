@@ -11,8 +11,9 @@ first fill may: docs/design.md, "Start-up").
 
 The key: the digest of every kernel source (``kernels/cpu/*.py`` and
 ``kernels/_abi.py``), llvmlite's version (Numba requires one llvmlite
-release), the CPU the code was compiled for (name and features: Numba's
-``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` where set, else the host's),
+release), the CPU the code was compiled for (name and features as Numba decides them:
+``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` where set, none for a
+``generic`` name, else the host's),
 and Numba's ``NUMBA_ENABLE_AVX``/``NUMBA_OPT`` settings, which change the
 code Numba emits. A file is written to a
 temporary name and renamed, so a reader sees a whole file or none; its
@@ -189,11 +190,17 @@ def key():
     """What the object code depends on, as a dict of strings (module docstring)."""
     ll = _ll()
     import llvmlite
-    # the CPU the code is compiled for: Numba's settings when given (both set,
-    # the key names no host at all: a portable cache), else the host's
-    cpu = os.environ.get("NUMBA_CPU_NAME") or ll.get_host_cpu_name()
+    # the CPU the code is compiled for, as Numba decides it (numba.core.config):
+    # NUMBA_CPU_NAME and NUMBA_CPU_FEATURES where set, no features for a
+    # "generic" name, else the host's. With NUMBA_CPU_NAME=generic the key
+    # names no host at all: a portable cache.
+    cpu = os.environ.get("NUMBA_CPU_NAME")
     features = os.environ.get("NUMBA_CPU_FEATURES")
-    if not features:
+    if features is None and str(cpu).lower() == "generic":
+        features = ""
+    if cpu is None:
+        cpu = ll.get_host_cpu_name()
+    if features is None:
         try:
             features = ll.get_host_cpu_features().flatten()
         except RuntimeError:
