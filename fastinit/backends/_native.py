@@ -264,7 +264,7 @@ def read(path, name):
 
 
 # --- linking ------------------------------------------------------------------------
-_engines = []                       # keep the linked machine code mapped
+_keep = []          # what keeps this process's machine code mapped: engines, built libraries
 
 
 def _resolve(ll, externals):
@@ -298,7 +298,7 @@ def link(name, externals, code):
     address = engine.get_function_address(name)
     if not address:
         return None
-    _engines.append(engine)
+    _keep.append(engine)
     return address
 
 
@@ -311,14 +311,13 @@ _entries = {}
 
 
 def _after_fork():
-    global _LOCK
-    _LOCK = threading.RLock()     # a thread of the parent may have held it
+    global _LOCK, _CHOICE_LOCK
+    _LOCK = threading.RLock()     # a thread of the parent may have held them
+    _CHOICE_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
-
-_keep = []                          # what keeps built machine code mapped
 
 
 def _build(kind, compute, bits):
@@ -386,10 +385,8 @@ class Kernel:
         self._nparams = len(PARAMS[kind])
 
     def __call__(self, bits, ctl, params):
-        if type(bits) is not np.ndarray or bits.dtype != self.bits or bits.ndim != 1:
-            raise TypeError(f"the {self.kind} kernel fills a writable flat {self.bits} array")
-        flags = bits.flags
-        if not (flags.c_contiguous and flags.writeable):
+        if (type(bits) is not np.ndarray or bits.dtype != self.bits or bits.ndim != 1
+                or not (bits.flags.c_contiguous and bits.flags.writeable)):
             raise TypeError(f"the {self.kind} kernel fills a writable flat {self.bits} array")
         if ctl.dtype != np.uint64 or ctl.shape != (CTL_WORDS,):
             raise TypeError(f"ctl must be {CTL_WORDS} uint64 control words")
@@ -417,20 +414,3 @@ def kernel(kind, compute, bits):
             address = _address(kind, compute, bits, cache_path())
             k = _entries[kind, compute, bits] = Kernel(kind, compute, bits, address)
     return k
-
-
-def compile_all(signatures):
-    """Compile and cache the entry points ``signatures`` ((kind, compute, bits)
-    tuples) in this process, whatever the cache holds. Returns the cache
-    directory (None: nothing could be written)."""
-    directory = cache_path()
-    for kind, compute, bits in signatures:
-        name = cpu_entry_name(kind, compute, bits)
-        address, externals, code = _build(kind, compute, bits)
-        LOADS["built"] += 1
-        if directory is not None:
-            write(file_path(directory, name), name, externals, code)
-        with _LOCK:
-            _entries.setdefault((kind, compute, bits),
-                                Kernel(kind, compute, bits, address))
-    return directory

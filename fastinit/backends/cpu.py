@@ -141,9 +141,8 @@ def kernel(kind, name):
 
 
 def fill(target, kind, seed, stream, offset, params):
-    code = KINDS[kind]
-    spec = DTYPES[target.name]
-    run, bits = kernel(kind, target.name), target.bits
+    code, spec, bits = KINDS[kind], DTYPES[target.name], target.bits
+    run = _native.kernel(kind, spec.compute, spec.bits)
     at = _threads.cuts(target.size, offset, TILE, PIECE_MIN)
     if len(at) == 2:
         run(bits, _contract.ctl_words(seed, stream, offset, spec.fmt, code), params)
