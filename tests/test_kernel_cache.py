@@ -310,3 +310,59 @@ def test_an_entry_point_given_no_elements_writes_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", EMPTY_CHILD], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+OPTIMIZE_ONCE_CHILD = r"""
+import json
+import numpy as np
+import numba
+from numba.core import codegen
+from numba.core.registry import cpu_target
+from fastinit.kernels.cpu import entry, philox
+
+counts = {"optimize": 0, "machine code": 0}
+optimize, machine = codegen.CPUCodeLibrary._optimize_final_module, codegen.JITCodeLibrary._finalize_specific
+def count_optimize(self):
+    counts["optimize"] += 1
+    return optimize(self)
+def count_machine(self):
+    counts["machine code"] += 1
+    return machine(self)
+codegen.CPUCodeLibrary._optimize_final_module = count_optimize
+codegen.JITCodeLibrary._finalize_specific = count_machine
+built = entry.build("trunc", "float32", "uint16")
+after = dict(counts)
+cg = cpu_target.target_context.codegen()
+restored = cg._library_class is codegen.JITCodeLibrary and "set_env" not in vars(cg)
+
+# the kernels' link-only code still links into an ordinary jitted function,
+# which runs (and Numba sets its environment as usual)
+@numba.njit
+def blocks(n, k0):
+    out = np.empty((n, 4), np.uint32)
+    for i in range(n):
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = philox.philox4x32(
+            np.uint32(i), np.uint32(0), np.uint32(0), np.uint32(0), k0, np.uint32(7))
+    return out
+print(json.dumps(dict(counts=after, restored=restored, address=built.address != 0,
+                      blocks=blocks(3, np.uint32(5)).tolist())))
+"""
+
+
+def test_an_entry_point_is_optimized_and_compiled_once(tmp_path):
+    """Building an entry point runs LLVM's module passes and machine-code
+    generation once, on the entry point's library; the kernel functions' own
+    libraries are only linked (kernels/cpu/entry.py, _LinkOnlyLibrary). Numba's
+    settings are put back afterwards, and a jitted function compiled later that
+    calls a kernel function (compiled link-only) still works. In a child process,
+    for an empty process-wide compile state."""
+    import naive
+    proc = subprocess.run([sys.executable, "-c", OPTIMIZE_ONCE_CHILD], capture_output=True,
+                          text=True, timeout=600,
+                          env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["counts"] == {"optimize": 1, "machine code": 1}
+    assert got["restored"] and got["address"]
+    counters = np.array([[i, 0, 0, 0] for i in range(3)], np.uint64)
+    assert got["blocks"] == naive.philox4x32(counters, (5, 7)).tolist()

@@ -18,9 +18,12 @@ alone, without importing Numba (fastinit/backends/_native.py caches it on disk
 and loads it). Importing this module imports Numba: only a compile does.
 """
 
+import contextlib
+
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.core.compiler_lock import global_compiler_lock
+from numba.core.codegen import JITCodeLibrary
+from numba.core.compiler_lock import global_compiler_lock, require_global_compiler_lock
 from numba.core.registry import cpu_target
 from numba.np.arrayobj import populate_array
 
@@ -39,6 +42,50 @@ def _array(context, builder, aryty, ptr, n):
     populate_array(ary, data=builder.bitcast(ptr, ary.data.type), shape=[n],
                    strides=[itemsize], itemsize=itemsize, meminfo=None)
     return ary._getvalue()
+
+
+class _LinkOnlyLibrary(JITCodeLibrary):
+    """The code library of a kernel function compiled for an entry point: it is
+    only ever linked into a caller's library, never run on its own (no Python
+    wrapper), so finalizing it links its callees' modules in and stops there.
+    Numba's own library would also optimize the linked module at O3 and
+    compile it to machine code, at every level of the call tree: the tile
+    functions' code was optimized and compiled four times over before the entry
+    point's own library did it once more. The entry point's library (a plain
+    one) optimizes and compiles everything once, the same passes on the same
+    code (docs/design.md, "Issue 13: one optimization per entry point")."""
+
+    def finalize(self):
+        require_global_compiler_lock()
+        self._raise_if_finalized()
+        seen = set()
+        for library in self._linking_libraries:
+            if library not in seen:
+                seen.add(library)
+                self._reload_init.update(library._reload_init)
+                self._final_module.link_in(library._get_module_for_linking(), preserve=True)
+        self._finalized = True
+
+
+@contextlib.contextmanager
+def _link_only(codegen):
+    """While compiling an entry kernel (under the compiler lock): new libraries
+    are :class:`_LinkOnlyLibrary`, and Numba does not store the function's
+    environment pointer in the machine code, which a link-only library has
+    none of (the kernels never raise, so they never read it)."""
+    require_global_compiler_lock()
+    saved = codegen._library_class
+    codegen._library_class = _LinkOnlyLibrary
+    codegen.set_env = _no_env
+    try:
+        yield
+    finally:
+        codegen._library_class = saved
+        del codegen.set_env
+
+
+def _no_env(env_name, env):
+    pass
 
 
 class Entry:
@@ -72,11 +119,13 @@ def build(kind, compute, bits):
         raise RuntimeError("fastinit's CPU kernels are compiled with Numba's JIT, which "
                            "NUMBA_DISABLE_JIT disables; unset it (or run `fastinit warmup` "
                            "without it, to fill the kernel cache)")
-    kernel.compile(arrays)
+    codegen = context.codegen()
+    if arrays not in kernel.overloads:
+        with _link_only(codegen):
+            kernel.compile(arrays)
     cres = kernel.overloads[arrays]
     name = cpu_entry_name(kind, compute, bits)
 
-    codegen = context.codegen()
     library = codegen.create_library(name)
     library.enable_object_caching()        # keep the machine code as an object file
     module = library.create_ir_module(name)
