@@ -309,11 +309,14 @@ def horner(coeffs, x):
     """coeffs[0] x^(n-1) + ... + coeffs[n-1], as (((c0 x + c1) x + c2) ...)."""
 
 
-@overload(horner, inline="always")
+@overload(horner, jit_options=INLINE)
 def _horner_unrolled(coeffs, x):
     # Written out term by term: a loop over the tuple stays a loop when it is
     # long (the float64 erfinv has 23 terms), and an inner loop stops LLVM
-    # from vectorizing the tile loop around it.
+    # from vectorizing the tile loop around it. Compiled once per tuple type
+    # and inlined by LLVM (``INLINE``): as a Numba-inlined overload
+    # (``inline="always"``) its IR was copied and retyped at every call site,
+    # 0.5-1 s of the float64 truncated normal's cold compile.
     if not isinstance(coeffs, types.UniTuple):
         return None
     lines = ["def horner_n(coeffs, x):", "    p = coeffs[0]"]
