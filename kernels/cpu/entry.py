@@ -69,8 +69,8 @@ class _LinkOnlyLibrary(JITCodeLibrary):
 
 @contextlib.contextmanager
 def _link_only(codegen):
-    """While compiling an entry kernel (under the compiler lock): new libraries
-    are :class:`_LinkOnlyLibrary`, and Numba does not store the function's
+    """While compiling an entry kernel (under the compiler lock, after the
+    target's ``refresh``): new libraries are :class:`_LinkOnlyLibrary`, and Numba does not store the function's
     environment pointer in the machine code, which a link-only library has
     none of (the kernels never raise, so they never read it)."""
     require_global_compiler_lock()
@@ -121,6 +121,9 @@ def build(kind, compute, bits):
                            "without it, to fill the kernel cache)")
     codegen = context.codegen()
     if arrays not in kernel.overloads:
+        # Numba's one-time set-up first (it compiles its runtime's library,
+        # which runs on its own and must not be link-only), then the kernel
+        context.refresh()
         with _link_only(codegen):
             kernel.compile(arrays)
     cres = kernel.overloads[arrays]
