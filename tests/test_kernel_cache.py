@@ -24,6 +24,8 @@ from fastinit.backends import cpu as cpu_backend
 from fastinit.kernels._abi import CPU_ENTRIES, CPU_SCRATCH, DTYPES, KINDS, TILE, cpu_entry_name
 from fastinit.kernels.cpu import fills as cpu
 
+import naive
+
 
 @pytest.fixture(scope="module", autouse=True)
 def compiled():
@@ -363,7 +365,6 @@ def test_an_entry_point_is_optimized_and_compiled_once(tmp_path):
     of the process) is compiled as usual, and a jitted function compiled later that
     calls a kernel function (compiled link-only) still works. In a child process,
     for an empty process-wide compile state."""
-    import naive
     proc = subprocess.run([sys.executable, "-c", OPTIMIZE_ONCE_CHILD], capture_output=True,
                           text=True, timeout=600,
                           env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path)))
