@@ -213,16 +213,17 @@ print(json.dumps(dict(loads=dict(_native.LOADS), numba="numba" in sys.modules,
 """
 
 
+def _child_json(code, cache_dir):
+    """Run ``code`` in a fresh interpreter with ``cache_dir`` as the kernel cache;
+    its last stdout line, as JSON."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_a_later_process_links_the_cache_without_numba(tmp_path):
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-
-    def child():
-        proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    first, second = child(), child()
+    first, second = _child_json(CHILD, tmp_path), _child_json(CHILD, tmp_path)
     assert first["loads"] == {"built": 2} and first["numba"]
     assert second["loads"] == {"loaded": 2} and not second["numba"]
     a = np.empty(300001, np.float32)
@@ -365,11 +366,7 @@ def test_an_entry_point_is_optimized_and_compiled_once(tmp_path):
     of the process) is compiled as usual, and a jitted function compiled later that
     calls a kernel function (compiled link-only) still works. In a child process,
     for an empty process-wide compile state."""
-    proc = subprocess.run([sys.executable, "-c", OPTIMIZE_ONCE_CHILD], capture_output=True,
-                          text=True, timeout=600,
-                          env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = _child_json(OPTIMIZE_ONCE_CHILD, tmp_path)
     name = cpu_entry_name("trunc", "float32", "uint16")
     for step in ("optimize", "machine code"):
         # the entry point once; besides it only Numba's runtime ("nrt")
