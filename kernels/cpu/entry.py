@@ -55,24 +55,22 @@ class _LinkOnlyLibrary(JITCodeLibrary):
     one) optimizes and compiles everything once, the same passes on the same
     code (docs/design.md, "Issue 13: one optimization per entry point")."""
 
-    def finalize(self):
-        require_global_compiler_lock()
-        self._raise_if_finalized()
-        seen = set()
-        for library in self._linking_libraries:
-            if library not in seen:
-                seen.add(library)
-                self._reload_init.update(library._reload_init)
-                self._final_module.link_in(library._get_module_for_linking(), preserve=True)
+    # Numba's ``finalize`` links the callees' modules in and verifies, then
+    # calls these two: no O3 here, no machine code
+    def _optimize_final_module(self):
+        pass
+
+    def _finalize_final_module(self):
         self._finalized = True
 
 
 @contextlib.contextmanager
 def _link_only(codegen):
     """While compiling an entry kernel (under the compiler lock, after the
-    target's ``refresh``): new libraries are :class:`_LinkOnlyLibrary`, and Numba does not store the function's
-    environment pointer in the machine code, which a link-only library has
-    none of (the kernels never raise, so they never read it)."""
+    target's ``refresh``): new libraries are :class:`_LinkOnlyLibrary`, and
+    Numba does not store the function's environment pointer in the machine
+    code, which a link-only library has none of (the kernels never raise, so
+    they never read it)."""
     require_global_compiler_lock()
     saved = codegen._library_class
     codegen._library_class = _LinkOnlyLibrary
